@@ -1,0 +1,5 @@
+import sys
+
+from dqnlm.cli import main
+
+sys.exit(main())

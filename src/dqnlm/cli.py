@@ -1,0 +1,193 @@
+"""The ``dqnlm`` command line: a thin face over :mod:`dqnlm.control`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from dqnlm.core.checkpoint import CheckpointError
+from dqnlm.errors import DQNLMError
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train DQN on a Gymnasium environment",
+        description="Train DQN with a target network. Settings apply in order: "
+        "preset, --config file, --env, --set, then --seed/--total-steps/--device.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a tuned configuration (see `dqnlm presets`)")
+    source.add_argument("--env", dest="env_id", help="any Gymnasium id with discrete actions")
+    p.add_argument("--config", type=Path, help="TOML file of config fields")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set learning_rate=3e-4 (repeatable)",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--total-steps", type=int, help="training length in env steps")
+    p.add_argument(
+        "--run-dir", type=Path, help="where outputs go (default: runs/<name>-s<seed>-<time>)"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+
+
+def _add_others(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run's last checkpoint with greedy actions")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, help="first evaluation seed (default: the run's own)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("plot", help="overlay the learning curves of one or more runs")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out", type=Path, help="PNG path (default: RUN_DIR/learning_curve.png for one run)"
+    )
+
+    sub.add_parser("presets", help="list the tuned presets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dqnlm", description="Deep Q-learning with target networks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_others(sub)
+    return parser
+
+
+def _resolve_config(args):
+    from dqnlm.config_io import load_toml, parse_override, replace
+    from dqnlm.control import DQNConfig
+    from dqnlm.control.presets import get_preset
+
+    config = get_preset(args.preset).config() if args.preset else DQNConfig()
+    if args.config:
+        config = replace(config, load_toml(args.config), source=str(args.config))
+    if args.env_id:
+        config = dataclasses.replace(config, env_id=args.env_id)
+    config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
+    flags = {"seed": args.seed, "total_steps": args.total_steps, "device": args.device}
+    return replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
+
+
+def cmd_train(args) -> int:
+    from dqnlm.control import DQN
+
+    if args.resume:
+        given = [f for f in ("preset", "env_id", "config", "seed", "run_dir") if getattr(args, f)]
+        if given or args.overrides:
+            raise DQNLMError(
+                "--resume takes its config from the run directory; only --total-steps and "
+                f"--device may be given with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
+            )
+        agent = DQN.load(args.resume, device=args.device)
+        if args.total_steps is not None:
+            from dqnlm.config_io import replace
+
+            agent.config = replace(agent.config, {"total_steps": args.total_steps}).validate()
+        print(f"resuming {args.resume} at step {agent.global_step} of {agent.config.total_steps}")
+    else:
+        config = _resolve_config(args).validate()
+        run_dir = args.run_dir or Path("runs") / (
+            f"{args.preset or config.env_id}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        if (run_dir / "checkpoints").exists():
+            raise DQNLMError(
+                f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
+            )
+        agent = DQN(config, run_dir)  # checks the environment before anything is written
+    result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    print(
+        f"eval mean return {result['mean_return']:.1f} +/- {result['std_return']:.1f} "
+        f"over {result['episodes']} episodes"
+    )
+    print(f"run directory: {agent.run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from dqnlm.control import DQN
+
+    if args.episodes < 1:
+        raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
+    agent = DQN.load(args.run_dir, device=args.device, replay=False)
+    result = agent.evaluate(args.episodes, args.seed)
+    result["step"] = agent.global_step
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{agent.config.env_id} at step {agent.global_step}: mean return "
+            f"{result['mean_return']:.2f} +/- {result['std_return']:.2f} over {args.episodes} episodes"
+        )
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from dqnlm.control.metrics import plot_runs
+
+    for run_dir in args.run_dirs:
+        if not (run_dir / "metrics.csv").is_file():
+            raise DQNLMError(f"{run_dir} has no metrics.csv; is it a dqnlm run directory?")
+    if args.out is None and len(args.run_dirs) > 1:
+        raise DQNLMError("give --out FILE.png when plotting several runs")
+    out = args.out or args.run_dirs[0] / "learning_curve.png"
+    print(plot_runs(args.run_dirs, out))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from dqnlm.control.presets import PRESETS, describe_target
+
+    rows = [("preset", "environment", "steps", "target network", "mark")]
+    for name, preset in PRESETS.items():
+        config = preset.config()
+        rows.append(
+            (
+                name,
+                preset.env_id,
+                f"{config.total_steps:,}",
+                describe_target(config),
+                f">= {preset.mark:g}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DQNLMError, CheckpointError) as e:
+        print(f"dqnlm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dqnlm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Dataclass configs <-> TOML files and ``--set key=value`` overrides.
+
+Shared by every config in the package (control, and later LM and dialogue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from dqnlm.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+C = TypeVar("C")
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Check ``value`` against the field's annotation; convert lists to tuples and ints to floats."""
+    hint = typing.get_type_hints(cls)[name]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(o for o in options if o is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _check_keys(cls: type, keys, source: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in keys:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+
+
+def replace(config: C, values: dict[str, Any], source: str = "config") -> C:
+    """A copy of ``config`` with ``values`` applied, type-checked field by field."""
+    _check_keys(type(config), values, source)
+    coerced = {k: _coerce(type(config), k, v) for k, v in values.items()}
+    return dataclasses.replace(config, **coerced)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` where value is TOML (``3``, ``1e-3``, ``true``, ``[64, 64]``) or a bare string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare words such as polyak or CartPole-v1
+    return key, value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def to_toml(config: Any) -> str:
+    values = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+    return tomli_w.dumps({k: v for k, v in values.items() if v is not None})
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line docstring under each dataclass field (CleanRL style), read from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs

@@ -1,0 +1,158 @@
+"""The DQN configuration: every hyperparameter, its meaning and its unit.
+
+Step counts are **environment steps summed over all environments** (with
+``n_envs = 8``, one vector step is 8 env steps), except the target-network
+period, which counts **gradient updates**.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dqnlm.core.losses import LOSS_KINDS
+from dqnlm.core.target import TARGET_MODES
+from dqnlm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    env_id: str = "CartPole-v1"
+    """Gymnasium environment id; needs a discrete action space and vector observations."""
+    seed: int = 0
+    """Seeds torch, numpy, action sampling and the environments. Evaluation uses other seeds."""
+    total_steps: int = 50_000
+    """Training length, in env steps summed over all environments."""
+    n_envs: int = 1
+    """Environments stepped together (gymnasium SyncVectorEnv)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, or cuda."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Widths of the MLP's hidden layers."""
+    dueling: bool = False
+    """Dueling head: Q = V + A - mean(A) (Wang et al. 2016)."""
+    layer_norm: bool = False
+    """LayerNorm after each hidden linear layer (as in PQN, Gallici et al. 2024)."""
+
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    n_step: int = 1
+    """Steps of real reward before bootstrapping (1 is plain DQN)."""
+    double_dqn: bool = True
+    """Double DQN: the online network picks the next action, the target network values it."""
+    loss: str = "huber"
+    """TD loss: huber (smooth L1, Mnih et al. 2015) or mse."""
+    learning_rate: float = 1e-4
+    """Adam step size."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over training, so the final policy settles."""
+    max_grad_norm: float = 10.0
+    """Clip the gradient's global L2 norm to this; 0 disables clipping."""
+    batch_size: int = 64
+    """Transitions per gradient update."""
+    buffer_size: int = 100_000
+    """Replay capacity, in transitions."""
+    learning_starts: int = 1_000
+    """Env steps of random play that fill the replay buffer before learning begins."""
+    train_freq: int = 4
+    """Env steps between training rounds."""
+    gradient_steps: int = 1
+    """Gradient updates per training round."""
+
+    target_update: str = "hard"
+    """Target-network rule: hard (copy), polyak (soft average), or none (online net is its own target)."""
+    target_update_period: int = 1_000
+    """Gradient updates between target updates (hard copies or polyak averages)."""
+    tau: float = 1.0
+    """Polyak coefficient in (0, 1]: target <- (1 - tau) target + tau online. Ignored by hard."""
+
+    exploration_initial_eps: float = 1.0
+    """Epsilon-greedy rate at step 0."""
+    exploration_final_eps: float = 0.05
+    """Epsilon-greedy rate after the decay."""
+    exploration_fraction: float = 0.1
+    """Fraction of total_steps over which epsilon decays linearly."""
+
+    prioritized: bool = False
+    """Proportional prioritized replay (Schaul et al. 2016)."""
+    per_alpha: float = 0.6
+    """How strongly priorities skew sampling: 0 is uniform."""
+    per_beta0: float = 0.4
+    """Initial importance-weight exponent, annealed linearly to 1 at total_steps."""
+    per_eps: float = 1e-6
+    """Added to |TD error| so no transition has zero priority."""
+
+    eval_interval: int = 10_000
+    """Env steps between evaluations during training; 0 disables them."""
+    eval_episodes: int = 10
+    """Greedy episodes per evaluation during training."""
+    final_eval_episodes: int = 20
+    """Greedy episodes in the evaluation at the end of training."""
+    log_interval: int = 1_000
+    """Env steps between metric rows (CSV, TensorBoard, progress bar)."""
+    checkpoint_interval: int = 10_000
+    """Env steps between checkpoints; the last one is always written."""
+    save_replay: bool = False
+    """Store the replay buffer (npz) with each checkpoint, for exact resumption."""
+
+    def errors(self) -> list[str]:
+        """Every invalid value, described with its name and value."""
+        problems = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        for name in ("total_steps", "learning_starts", "eval_interval"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in (
+            "n_envs",
+            "batch_size",
+            "buffer_size",
+            "train_freq",
+            "gradient_steps",
+            "target_update_period",
+            "n_step",
+            "log_interval",
+            "checkpoint_interval",
+            "eval_episodes",
+            "final_eval_episodes",
+        ):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
+        need(0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        need(
+            self.batch_size <= self.buffer_size,
+            f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})",
+        )
+        need(
+            self.target_update in TARGET_MODES,
+            f"target_update must be one of {TARGET_MODES}, got {self.target_update!r}",
+        )
+        need(self.loss in LOSS_KINDS, f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
+        need(
+            self.device in ("auto", "cpu", "cuda"),
+            f"device must be auto, cpu or cuda, got {self.device!r}",
+        )
+        need(
+            all(h >= 1 for h in self.hidden_sizes),
+            f"hidden_sizes must be positive, got {list(self.hidden_sizes)}",
+        )
+        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):
+            value = getattr(self, name)
+            need(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value}")
+        need(self.per_alpha >= 0, f"per_alpha must be >= 0, got {self.per_alpha}")
+        need(0.0 <= self.per_beta0 <= 1.0, f"per_beta0 must be in [0, 1], got {self.per_beta0}")
+        need(self.per_eps > 0, f"per_eps must be > 0, got {self.per_eps}")
+        floats = [v for v in vars(self).values() if isinstance(v, float)]
+        need(all(math.isfinite(v) for v in floats), "hyperparameters must be finite numbers")
+        return problems
+
+    def validate(self) -> DQNConfig:
+        problems = self.errors()
+        if problems:
+            raise ConfigError("invalid config: " + "; ".join(problems))
+        return self

@@ -1,0 +1,351 @@
+"""DQN on Gymnasium: experience replay plus a target network (Mnih et al. 2015).
+
+``DQN.learn`` is the whole training loop, top to bottom: act epsilon-greedily in
+vectorized environments, store transitions, do TD updates against the target
+network, and log, evaluate and checkpoint on fixed env-step intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dqnlm.config_io import to_toml
+from dqnlm.control.config import DQNConfig
+from dqnlm.control.envs import env_spaces, make_vec_env, run_episodes
+from dqnlm.control.metrics import MetricsLogger, plot_runs
+from dqnlm.control.networks import QNetwork
+from dqnlm.core.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state,
+    save_checkpoint,
+)
+from dqnlm.core.losses import td_loss
+from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
+from dqnlm.core.schedules import linear
+from dqnlm.core.target import TargetNetwork
+from dqnlm.core.td import double_value, greedy_value, td_target
+from dqnlm.errors import DQNLMError, TrainingDiverged
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
+CHECKPOINTS = "checkpoints"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DQNLMError("device 'cuda' was requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _crossed(before: int, now: int, interval: int) -> bool:
+    """Whether a multiple of ``interval`` lies in ``(before, now]``."""
+    return interval > 0 and now // interval > before // interval
+
+
+class DQN:
+    """Deep Q-learning with experience replay and a target network.
+
+    >>> agent = DQN(DQNConfig(env_id="CartPole-v1", total_steps=20_000))
+    >>> agent.learn()                      # doctest: +SKIP
+    >>> agent.evaluate(episodes=10)        # doctest: +SKIP
+    """
+
+    def __init__(self, config: DQNConfig, run_dir: str | Path | None = None) -> None:
+        self.config = cfg = config.validate()
+        obs_space, action_space = env_spaces(cfg.env_id)
+        self.device = resolve_device(cfg.device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+        torch.manual_seed(cfg.seed)
+        self.q_net = QNetwork(
+            obs_space.shape[0], int(action_space.n), cfg.hidden_sizes, cfg.dueling, cfg.layer_norm
+        ).to(self.device)
+        self.target = TargetNetwork(
+            self.q_net, cfg.target_update, cfg.target_update_period, cfg.tau
+        )
+        # fused Adam is one kernel for all parameters, several times faster for small nets on CPU
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate, fused=True)
+        replay_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
+        extra = {}
+        if cfg.prioritized:
+            beta = linear(cfg.per_beta0, 1.0, cfg.total_steps)
+            extra = {"alpha": cfg.per_alpha, "beta": beta, "eps": cfg.per_eps}
+        self.replay = replay_cls(
+            cfg.buffer_size, obs_space.shape, device=self.device, seed=cfg.seed + 1, **extra
+        )
+        self.rng = np.random.default_rng(cfg.seed)  # exploration
+        self.epsilon = linear(
+            cfg.exploration_initial_eps,
+            cfg.exploration_final_eps,
+            int(cfg.exploration_fraction * cfg.total_steps),
+        )
+        # counters, saved in checkpoints
+        self.global_step = 0  # env steps, summed over envs
+        self.num_updates = 0  # gradient updates; drives the target network
+        self.elapsed = 0.0  # wall-clock seconds of training, across resumes
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions for a batch of observations."""
+        q = self.q_net(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        return q.argmax(dim=1).cpu().numpy()
+
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions; skips the network when every action is random."""
+        n = len(obs)
+        explore = self.rng.random(n) < epsilon
+        random_actions = self.rng.integers(0, self.q_net.head.out_features, size=n)
+        if explore.all():
+            return random_actions
+        return np.where(explore, random_actions, self.predict(obs))
+
+    def evaluate(self, episodes: int | None = None, seed: int | None = None) -> dict:
+        """Greedy returns on fresh environments whose seeds training never uses."""
+        episodes = episodes or self.config.final_eval_episodes
+        seed = self.config.seed + EVAL_SEED_OFFSET if seed is None else seed
+        returns = run_episodes(self.config.env_id, self.predict, episodes, seed)
+        return {
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+            "episodes": episodes,
+            "returns": returns.tolist(),
+        }
+
+    # ---------------------------------------------------------------- learning
+    def _lr(self) -> float:
+        cfg = self.config
+        if not cfg.anneal_lr:
+            return cfg.learning_rate
+        return cfg.learning_rate * max(1.0 - self.global_step / max(cfg.total_steps, 1), 0.0)
+
+    def _update(self) -> tuple[float, float]:
+        """One gradient step on a replay batch; returns (loss, mean Q of taken actions)."""
+        cfg = self.config
+        if cfg.prioritized:
+            batch = self.replay.sample(cfg.batch_size, self.global_step)
+        else:
+            batch = self.replay.sample(cfg.batch_size)
+        q = self.q_net(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+        with torch.no_grad():
+            next_q_target = self.target(batch.next_obs)
+            if cfg.double_dqn:
+                next_value = double_value(self.q_net(batch.next_obs), next_q_target)
+            else:
+                next_value = greedy_value(next_q_target)
+            target = td_target(batch.rewards, next_value, batch.terminated, batch.discounts)
+        loss, td_error = td_loss(q, target, cfg.loss, batch.weights)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.num_updates += 1
+        self.target.update(self.num_updates)
+        if cfg.prioritized:
+            self.replay.update_priorities(batch.indices, td_error.cpu().numpy())
+        return loss.item(), q.mean().item()
+
+    def learn(self, progress: bool = True, tensorboard: bool = True) -> dict:
+        """Train until ``total_steps`` env steps; returns the final evaluation."""
+        cfg = self.config
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
+            resumed = self.global_step if self.last_checkpoint else None
+            logger = MetricsLogger(self.run_dir, tensorboard, resume_step=resumed)
+        else:
+            logger = None
+        envs = make_vec_env(cfg.env_id, cfg.n_envs)
+        # a resumed run cannot restore mid-episode env state: it starts new episodes
+        obs, _ = envs.reset(seed=cfg.seed + self.global_step)
+        envs.action_space.seed(cfg.seed + self.global_step)
+        folder = NStepFolder(cfg.n_step, cfg.gamma, cfg.n_envs) if cfg.n_step > 1 else None
+        warmup = max(cfg.batch_size, min(cfg.learning_starts, cfg.buffer_size))
+        episode_returns = np.zeros(cfg.n_envs)
+        recent: list[float] = []  # returns of episodes finished since the last log row
+        last_return = last_loss = last_q = None
+        losses, qs = [], []
+        start = time.perf_counter() - self.elapsed
+        bar = tqdm(
+            total=cfg.total_steps,
+            initial=self.global_step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=cfg.env_id,
+        )
+        try:
+            while self.global_step < cfg.total_steps:
+                epsilon = self.epsilon(self.global_step)
+                actions = self.act(obs, epsilon)
+                next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+                done = terminated | truncated
+                real_next = next_obs
+                if done.any():  # store the true last observation, not the reset one
+                    real_next = next_obs.copy()
+                    for i in np.flatnonzero(done):
+                        real_next[i] = infos["final_obs"][i]
+                if folder is None:
+                    discounts = np.full(cfg.n_envs, cfg.gamma, dtype=np.float32)
+                    self.replay.add(obs, actions, rewards, real_next, terminated, discounts)
+                else:
+                    folded = folder.push(obs, actions, rewards, real_next, terminated, truncated)
+                    if folded is not None:
+                        self.replay.add(*folded)
+                episode_returns += rewards
+                for i in np.flatnonzero(done):
+                    recent.append(float(episode_returns[i]))
+                    episode_returns[i] = 0.0
+                obs = next_obs
+
+                before = self.global_step
+                self.global_step += cfg.n_envs
+                rounds = self.global_step // cfg.train_freq - before // cfg.train_freq
+                if rounds and len(self.replay) >= warmup:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = self._lr()
+                    for _ in range(rounds * cfg.gradient_steps):
+                        loss, mean_q = self._update()
+                        if not (math.isfinite(loss) and math.isfinite(mean_q)):
+                            raise TrainingDiverged(
+                                f"training diverged at env step {self.global_step} "
+                                f"(gradient update {self.num_updates}): loss={loss}, mean Q={mean_q}; "
+                                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
+                            )
+                        losses.append(loss)
+                        qs.append(mean_q)
+                bar.update(self.global_step - before)
+
+                now = self.global_step
+                if _crossed(before, now, cfg.log_interval) or now >= cfg.total_steps:
+                    if recent:
+                        last_return = float(np.mean(recent))
+                    if losses:
+                        last_loss, last_q = float(np.mean(losses)), float(np.mean(qs))
+                    recent, losses, qs = [], [], []
+                    if logger:
+                        logger.log(
+                            now,
+                            time_s=time.perf_counter() - start,
+                            episode_return=last_return,
+                            loss=last_loss,
+                            mean_q=last_q,
+                            epsilon=epsilon,
+                        )
+                    bar.set_postfix(
+                        ret=f"{last_return:.1f}" if last_return is not None else "-",
+                        eps=f"{epsilon:.3f}",
+                        loss=f"{last_loss:.3g}" if last_loss is not None else "-",
+                        refresh=False,
+                    )
+                if _crossed(before, now, cfg.eval_interval) and now < cfg.total_steps:
+                    result = self.evaluate(cfg.eval_episodes)
+                    if logger:
+                        logger.log(
+                            now,
+                            time_s=time.perf_counter() - start,
+                            eval_return=result["mean_return"],
+                        )
+                    bar.set_postfix(eval=f"{result['mean_return']:.1f}", refresh=False)
+                if (
+                    self.run_dir is not None
+                    and _crossed(before, now, cfg.checkpoint_interval)
+                    and now < cfg.total_steps
+                ):
+                    self.elapsed = time.perf_counter() - start
+                    self.save_checkpoint()
+            bar.close()
+            final = self.evaluate(cfg.final_eval_episodes)
+            self.elapsed = time.perf_counter() - start
+            if self.run_dir is not None:
+                logger.log(self.global_step, time_s=self.elapsed, eval_return=final["mean_return"])
+                self.save_checkpoint()
+                atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1))
+                logger.close()
+                logger = None
+                plot_runs([self.run_dir], self.run_dir / "learning_curve.png", title=cfg.env_id)
+            return final
+        finally:
+            bar.close()
+            envs.close()
+            if logger:
+                logger.close()
+
+    # ------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write weights, optimizer, RNG states and counters to ``run_dir/checkpoints``."""
+        if self.run_dir is None:
+            raise DQNLMError("this agent has no run directory to save checkpoints in")
+        opt_tensors, opt_meta = optimizer_state(self.optimizer)
+        tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
+        tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "config": dataclasses.asdict(self.config),
+            "global_step": self.global_step,
+            "num_updates": self.num_updates,
+            "elapsed_s": self.elapsed,
+            "optimizer": opt_meta,
+            "rng": {
+                "explore": self.rng.bit_generator.state,
+                "replay": self.replay.rng.bit_generator.state,
+            },
+        }
+        arrays = self.replay.state_dict() if self.config.save_replay else None
+        self.last_checkpoint = save_checkpoint(
+            self.run_dir / CHECKPOINTS, self.global_step, tensors, meta, arrays
+        )
+        return self.last_checkpoint
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | None = None, replay: bool = True) -> DQN:
+        """Rebuild an agent from the newest checkpoint in ``run_dir`` (ready to evaluate or resume)."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"run directory {run_dir} does not exist")
+        ckpt = load_checkpoint(run_dir / CHECKPOINTS, with_arrays=replay)
+        try:
+            config = DQNConfig(**_tuples(ckpt.meta["config"]))
+            if device is not None:
+                config = dataclasses.replace(config, device=device)
+            agent = cls(config, run_dir)
+            tensors = ckpt.tensors
+            agent.q_net.load_state_dict(_prefixed(tensors, "q_net."))
+            agent.target.load_state_dict(_prefixed(tensors, "target."))
+            load_optimizer_state(agent.optimizer, tensors, ckpt.meta["optimizer"])
+            torch.set_rng_state(tensors["rng.torch"])
+            agent.rng.bit_generator.state = ckpt.meta["rng"]["explore"]
+            agent.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
+            if ckpt.arrays is not None:
+                agent.replay.load_state_dict(ckpt.arrays)
+            agent.global_step = int(ckpt.meta["global_step"])
+            agent.num_updates = int(ckpt.meta["num_updates"])
+            agent.elapsed = float(ckpt.meta["elapsed_s"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
+        agent.last_checkpoint = ckpt.path
+        return agent
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _tuples(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
