@@ -88,7 +88,10 @@ class DQNConfig:
     eval_episodes: int = 10
     """Greedy episodes per evaluation during training."""
     final_eval_episodes: int = 20
-    """Greedy episodes in the evaluation at the end of training."""
+    """Greedy episodes in the evaluation at the end of training (seeds unseen during training)."""
+    stop_at_return: float | None = None
+    """End training early once a periodic evaluation's mean return reaches this (as SB3's
+    StopTrainingOnRewardThreshold); the final evaluation then runs on unseen seeds."""
     log_interval: int = 1_000
     """Env steps between metric rows (CSV, TensorBoard, progress bar)."""
     checkpoint_interval: int = 10_000

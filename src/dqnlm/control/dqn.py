@@ -37,7 +37,10 @@ from dqnlm.core.target import TargetNetwork
 from dqnlm.core.td import double_value, greedy_value, td_target
 from dqnlm.errors import DQNLMError, TrainingDiverged
 
-EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
+# Evaluation never shares seeds with training. Periodic evaluations (which may stop
+# training early) and the final/CLI evaluation use disjoint seed ranges too.
+VALIDATION_SEED_OFFSET = 1_000_003
+TEST_SEED_OFFSET = 2_000_006
 CHECKPOINTS = "checkpoints"
 
 
@@ -96,6 +99,7 @@ class DQN:
         self.num_updates = 0  # gradient updates; drives the target network
         self.elapsed = 0.0  # wall-clock seconds of training, across resumes
         self.last_checkpoint: Path | None = None
+        self.stopped_early = False  # stop_at_return was reached
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -114,9 +118,13 @@ class DQN:
         return np.where(explore, random_actions, self.predict(obs))
 
     def evaluate(self, episodes: int | None = None, seed: int | None = None) -> dict:
-        """Greedy returns on fresh environments whose seeds training never uses."""
+        """Greedy returns of ``episodes`` episodes seeded ``seed, seed + 1, ...``.
+
+        The default seeds are the run's test seeds, which training and its periodic
+        evaluations never use.
+        """
         episodes = episodes or self.config.final_eval_episodes
-        seed = self.config.seed + EVAL_SEED_OFFSET if seed is None else seed
+        seed = self.config.seed + TEST_SEED_OFFSET if seed is None else seed
         returns = run_episodes(self.config.env_id, self.predict, episodes, seed)
         return {
             "mean_return": float(returns.mean()),
@@ -190,7 +198,7 @@ class DQN:
             desc=cfg.env_id,
         )
         try:
-            while self.global_step < cfg.total_steps:
+            while self.global_step < cfg.total_steps and not self.stopped_early:
                 epsilon = self.epsilon(self.global_step)
                 actions = self.act(obs, epsilon)
                 next_obs, rewards, terminated, truncated, infos = envs.step(actions)
@@ -254,7 +262,7 @@ class DQN:
                         refresh=False,
                     )
                 if _crossed(before, now, cfg.eval_interval) and now < cfg.total_steps:
-                    result = self.evaluate(cfg.eval_episodes)
+                    result = self.evaluate(cfg.eval_episodes, cfg.seed + VALIDATION_SEED_OFFSET)
                     if logger:
                         logger.log(
                             now,
@@ -262,6 +270,8 @@ class DQN:
                             eval_return=result["mean_return"],
                         )
                     bar.set_postfix(eval=f"{result['mean_return']:.1f}", refresh=False)
+                    if cfg.stop_at_return is not None and result["mean_return"] >= cfg.stop_at_return:
+                        self.stopped_early = True
                 if (
                     self.run_dir is not None
                     and _crossed(before, now, cfg.checkpoint_interval)
@@ -273,6 +283,7 @@ class DQN:
             final = self.evaluate(cfg.final_eval_episodes)
             self.elapsed = time.perf_counter() - start
             if self.run_dir is not None:
+                final["step"], final["stopped_early"] = self.global_step, self.stopped_early
                 logger.log(self.global_step, time_s=self.elapsed, eval_return=final["mean_return"])
                 self.save_checkpoint()
                 atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1))
@@ -300,6 +311,7 @@ class DQN:
             "config": dataclasses.asdict(self.config),
             "global_step": self.global_step,
             "num_updates": self.num_updates,
+            "stopped_early": self.stopped_early,
             "elapsed_s": self.elapsed,
             "optimizer": opt_meta,
             "rng": {
@@ -337,6 +349,7 @@ class DQN:
             agent.global_step = int(ckpt.meta["global_step"])
             agent.num_updates = int(ckpt.meta["num_updates"])
             agent.elapsed = float(ckpt.meta["elapsed_s"])
+            agent.stopped_early = bool(ckpt.meta.get("stopped_early", False))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
         agent.last_checkpoint = ckpt.path

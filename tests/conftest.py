@@ -1,0 +1,36 @@
+"""Shared fixtures: single-threaded torch and a tiny, fast DQN configuration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dqnlm import DQNConfig
+
+torch.set_num_threads(1)
+
+TINY = {
+    "env_id": "CartPole-v1",
+    "seed": 0,
+    "total_steps": 600,
+    "learning_starts": 100,
+    "batch_size": 16,
+    "hidden_sizes": (16,),
+    "target_update_period": 50,
+    "eval_interval": 0,
+    "eval_episodes": 1,
+    "final_eval_episodes": 1,
+    "log_interval": 100,
+    "checkpoint_interval": 10_000,
+    "device": "cpu",
+}
+
+
+@pytest.fixture
+def tiny():
+    """``tiny(**overrides)`` builds a DQNConfig that trains CartPole in well under a second."""
+
+    def make(**overrides) -> DQNConfig:
+        return DQNConfig(**{**TINY, **overrides})
+
+    return make

@@ -1,0 +1,110 @@
+"""TD targets on hand-computed examples (two states, two actions, gamma = 0.9)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dqnlm.core.td import (
+    double_value,
+    greedy_value,
+    n_step_return,
+    soft_value,
+    td_target,
+)
+
+GAMMA = 0.9
+# row 0: the classic example, next state s2 has Q_target = [1.0, 0.5], so V(s2) = 1
+NEXT_Q_TARGET = torch.tensor([[1.0, 0.5], [0.2, 0.7]])
+REWARDS = torch.tensor([1.0, 0.0])
+NOT_DONE = torch.zeros(2)
+
+
+def close(actual: torch.Tensor, expected: list[float]) -> bool:
+    return torch.allclose(actual, torch.tensor(expected), atol=1e-6)
+
+
+def test_greedy_target_is_r_plus_gamma_max():
+    value = greedy_value(NEXT_Q_TARGET)
+    assert close(value, [1.0, 0.7])
+    target = td_target(REWARDS, value, NOT_DONE, GAMMA)
+    assert close(target, [1.0 + 0.9 * 1.0, 0.0 + 0.9 * 0.7])
+    assert target[0].item() == pytest.approx(1.9)
+
+
+def test_double_value_uses_online_argmax_and_target_value():
+    # the online net prefers action 1 in row 0 and action 0 in row 1: the opposite of the target
+    next_q_online = torch.tensor([[0.3, 0.8], [0.9, 0.1]])
+    value = double_value(next_q_online, NEXT_Q_TARGET)
+    assert close(value, [0.5, 0.2])
+    assert not torch.allclose(value, greedy_value(NEXT_Q_TARGET))
+    assert close(td_target(REWARDS, value, NOT_DONE, GAMMA), [1.45, 0.18])
+
+
+def test_double_equals_greedy_when_both_nets_agree():
+    assert torch.equal(double_value(NEXT_Q_TARGET, NEXT_Q_TARGET), greedy_value(NEXT_Q_TARGET))
+
+
+def test_soft_value_matches_hand_formula():
+    t = 0.5
+    expected = [
+        t * math.log(math.exp(1.0 / t) + math.exp(0.5 / t)),
+        t * math.log(math.exp(0.2 / t) + math.exp(0.7 / t)),
+    ]
+    assert close(soft_value(NEXT_Q_TARGET, t), expected)
+
+
+def test_soft_value_tends_to_max_as_temperature_falls():
+    greedy = greedy_value(NEXT_Q_TARGET)
+    gaps = []
+    for t in (1.0, 0.1, 0.01, 0.001):
+        soft = soft_value(NEXT_Q_TARGET, t)
+        # max <= soft <= max + t * log(n_actions)
+        assert torch.all(soft >= greedy - 1e-6)
+        assert torch.all(soft <= greedy + t * math.log(2) + 1e-6)
+        gaps.append((soft - greedy).max().item())
+    assert gaps == sorted(gaps, reverse=True)
+    assert gaps[-1] < 1e-5
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_soft_value_rejects_non_positive_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        soft_value(NEXT_Q_TARGET, temperature)
+
+
+def test_terminated_does_not_bootstrap_but_truncated_does():
+    reward, value = torch.tensor([1.0]), greedy_value(NEXT_Q_TARGET[:1])
+    terminated = td_target(reward, value, torch.tensor([1.0]), GAMMA)
+    assert terminated.item() == pytest.approx(1.0)
+    # a time-limit truncation passes terminated=0: the last state still has a value
+    truncated = td_target(reward, value, torch.tensor([0.0]), GAMMA)
+    assert truncated.item() == pytest.approx(1.9)
+
+
+def test_td_target_accepts_bool_terminated_and_per_item_discounts():
+    target = td_target(REWARDS, torch.ones(2), torch.tensor([False, True]), torch.tensor([0.5, 0.9]))
+    assert close(target, [1.5, 0.0])
+
+
+def test_n_step_return_without_termination():
+    ret, discount, term = n_step_return(torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), GAMMA)
+    assert ret.item() == pytest.approx(1.0 + 0.9 * 2.0 + 0.81 * 3.0)  # 5.23
+    assert discount.item() == pytest.approx(0.9**3)
+    assert term.item() == 0.0
+    target = td_target(ret, torch.tensor(10.0), term, discount)
+    assert target.item() == pytest.approx(5.23 + 0.729 * 10.0)
+
+
+def test_n_step_return_stops_at_mid_window_termination():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    terminated = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    ret, discount, term = n_step_return(rewards, terminated, GAMMA)
+    # the reward after a termination belongs to the next episode and is ignored
+    assert close(ret, [1.0 + 0.9 * 2.0, 1.0, 5.23])
+    assert close(term, [1.0, 1.0, 1.0])
+    assert close(discount, [0.729] * 3)
+    target = td_target(ret, torch.full((3,), 100.0), term, discount)
+    assert close(target, [2.8, 1.0, 5.23])  # no bootstrap from the value 100
