@@ -85,7 +85,9 @@ def test_terminated_does_not_bootstrap_but_truncated_does():
 
 
 def test_td_target_accepts_bool_terminated_and_per_item_discounts():
-    target = td_target(REWARDS, torch.ones(2), torch.tensor([False, True]), torch.tensor([0.5, 0.9]))
+    target = td_target(
+        REWARDS, torch.ones(2), torch.tensor([False, True]), torch.tensor([0.5, 0.9])
+    )
     assert close(target, [1.5, 0.0])
 
 

@@ -91,17 +91,17 @@ def cmd_train(args) -> int:
     from dqnlm.control import DQN
 
     if args.resume:
-        given = [f for f in ("preset", "env_id", "config", "seed", "run_dir") if getattr(args, f)]
+        given = [
+            f
+            for f in ("preset", "env_id", "config", "seed", "run_dir")
+            if getattr(args, f) is not None
+        ]
         if given or args.overrides:
             raise DQNLMError(
                 "--resume takes its config from the run directory; only --total-steps and "
                 f"--device may be given with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
             )
-        agent = DQN.load(args.resume, device=args.device)
-        if args.total_steps is not None:
-            from dqnlm.config_io import replace
-
-            agent.config = replace(agent.config, {"total_steps": args.total_steps}).validate()
+        agent = DQN.load(args.resume, device=args.device, total_steps=args.total_steps)
         print(f"resuming {args.resume} at step {agent.global_step} of {agent.config.total_steps}")
     else:
         config = _resolve_config(args).validate()

@@ -270,7 +270,10 @@ class DQN:
                             eval_return=result["mean_return"],
                         )
                     bar.set_postfix(eval=f"{result['mean_return']:.1f}", refresh=False)
-                    if cfg.stop_at_return is not None and result["mean_return"] >= cfg.stop_at_return:
+                    if (
+                        cfg.stop_at_return is not None
+                        and result["mean_return"] >= cfg.stop_at_return
+                    ):
                         self.stopped_early = True
                 if (
                     self.run_dir is not None
@@ -302,6 +305,11 @@ class DQN:
         """Write weights, optimizer, RNG states and counters to ``run_dir/checkpoints``."""
         if self.run_dir is None:
             raise DQNLMError("this agent has no run directory to save checkpoints in")
+        if not all(torch.isfinite(p).all() for p in self.q_net.parameters()):
+            raise TrainingDiverged(
+                f"training diverged at env step {self.global_step}: the Q-network's weights are "
+                f"not finite; last good checkpoint: {self.last_checkpoint or 'none yet'}"
+            )
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
@@ -326,7 +334,13 @@ class DQN:
         return self.last_checkpoint
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | None = None, replay: bool = True) -> DQN:
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str | None = None,
+        replay: bool = True,
+        total_steps: int | None = None,
+    ) -> DQN:
         """Rebuild an agent from the newest checkpoint in ``run_dir`` (ready to evaluate or resume)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -336,6 +350,8 @@ class DQN:
             config = DQNConfig(**_tuples(ckpt.meta["config"]))
             if device is not None:
                 config = dataclasses.replace(config, device=device)
+            if total_steps is not None:  # extend or shorten a resumed run; schedules follow
+                config = dataclasses.replace(config, total_steps=total_steps)
             agent = cls(config, run_dir)
             tensors = ckpt.tensors
             agent.q_net.load_state_dict(_prefixed(tensors, "q_net."))

@@ -29,6 +29,8 @@ import torch
 
 FORMAT_VERSION = 1
 LATEST = "latest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class CheckpointError(Exception):
@@ -48,6 +50,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the mode open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

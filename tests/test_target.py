@@ -1,0 +1,122 @@
+"""Target networks: polyak/hard update math and the period rule of TargetNetwork."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dqnlm.core.target import TargetNetwork, hard_update, polyak_update
+
+
+def test_polyak_update_hand_values():
+    target = [torch.tensor([0.0, 2.0]), torch.tensor([[4.0]])]
+    online = [torch.tensor([1.0, 4.0]), torch.tensor([[0.0]])]
+    polyak_update(target, online, 0.25)
+    # theta' <- 0.75 theta' + 0.25 theta
+    assert torch.allclose(target[0], torch.tensor([0.25, 2.5]))
+    assert torch.allclose(target[1], torch.tensor([[3.0]]))
+    assert torch.equal(online[0], torch.tensor([1.0, 4.0]))  # online untouched
+
+
+def test_hard_update_copies_values_not_storage():
+    target, online = [torch.zeros(3)], [torch.tensor([1.0, 2.0, 3.0])]
+    hard_update(target, online)
+    assert torch.equal(target[0], online[0])
+    online[0] += 1.0
+    assert torch.equal(target[0], torch.tensor([1.0, 2.0, 3.0]))
+
+
+def make_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+
+
+def shift(net: nn.Module, amount: float) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(amount)
+
+
+def params(net: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_hard_mode_copies_only_every_period_updates():
+    online = make_net()
+    target = TargetNetwork(online, "hard", period=3)
+    start = params(online)
+    shift(online, 1.0)
+    assert [target.update(n) for n in (1, 2)] == [False, False]
+    assert all(torch.equal(a, b) for a, b in zip(params(target.module), start))
+    assert target.update(3) is True
+    assert all(torch.equal(a, b) for a, b in zip(params(target.module), params(online)))
+    assert target.update(4) is False and target.update(6) is True
+
+
+def test_hard_mode_copies_float_buffers():
+    online = make_net()
+    target = TargetNetwork(online, "hard", period=1)
+    online.train()(torch.randn(8, 3))  # moves BatchNorm running statistics
+    target.update(1)
+    assert torch.equal(target.module[1].running_mean, online[1].running_mean)
+    assert torch.equal(target.module[1].running_var, online[1].running_var)
+
+
+def test_polyak_mode_averages_every_period_updates():
+    online = make_net()
+    target = TargetNetwork(online, "polyak", period=2, tau=0.5)
+    start = params(online)
+    shift(online, 1.0)
+    assert target.update(1) is False
+    assert all(torch.equal(a, b) for a, b in zip(params(target.module), start))
+    assert target.update(2) is True
+    for t, s in zip(params(target.module), start):
+        assert torch.allclose(t, s + 0.5)  # 0.5 * s + 0.5 * (s + 1)
+    assert target.update(4) is True
+    for t, s in zip(params(target.module), start):
+        assert torch.allclose(t, s + 0.75)
+
+
+def test_none_mode_is_the_online_network():
+    online = make_net()
+    target = TargetNetwork(online, "none")
+    assert target.module is online
+    assert target.update(1) is False and target.update(1000) is False
+    assert target.state_dict() == {}
+    target.load_state_dict({})  # a no-op, not an error
+    x = torch.randn(5, 3)
+    online.eval()
+    assert torch.equal(target(x), online(x))
+
+
+def test_target_is_a_frozen_copy_and_call_builds_no_graph():
+    online = make_net()
+    target = TargetNetwork(online, "hard", period=1)
+    assert target.module is not online
+    assert all(not p.requires_grad for p in target.module.parameters())
+    assert all(p.requires_grad for p in online.parameters())
+    assert not target(torch.randn(4, 3)).requires_grad
+
+
+def test_state_dict_round_trip():
+    online = make_net()
+    a, b = TargetNetwork(online, "hard"), TargetNetwork(make_net(), "hard")
+    shift(a.module, 2.0)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(params(a.module), params(b.module)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "soft"}, "target mode"),
+        ({"mode": "hard", "period": 0}, "period"),
+        ({"mode": "polyak", "tau": 0.0}, "tau"),
+        ({"mode": "polyak", "tau": 1.5}, "tau"),
+        ({"mode": "polyak", "tau": -0.1}, "tau"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TargetNetwork(make_net(), **kwargs)
