@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from dqnlm.cli import main
-from dqnlm.control.presets import PRESETS
 
 HEADER = "step,time_s,episode_return,eval_return,loss,mean_q,epsilon"
 BAD_HYPERPARAMETERS = [

@@ -41,6 +41,12 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: small Q-networks are fastest on one thread)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
 
@@ -88,7 +94,13 @@ def _resolve_config(args):
 
 
 def cmd_train(args) -> int:
+    import torch
+
     from dqnlm.control import DQN
+
+    if args.threads < 1:
+        raise DQNLMError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
 
     if args.resume:
         given = [

@@ -65,6 +65,7 @@ PRESETS: dict[str, Preset] = {
             "n_envs": 4,
             "hidden_sizes": [128, 128],
             "learning_rate": 6.3e-4,
+            "anneal_lr": True,
             "batch_size": 128,
             "buffer_size": 50_000,  # transitions
             "learning_starts": 1_000,  # env steps
@@ -85,6 +86,7 @@ PRESETS: dict[str, Preset] = {
             "total_steps": 120_000,  # env steps
             "hidden_sizes": [256, 256],
             "learning_rate": 4e-3,
+            "anneal_lr": True,
             "gamma": 0.98,
             "batch_size": 128,
             "buffer_size": 10_000,  # transitions
