@@ -221,13 +221,15 @@ def test_nan_raises_training_diverged_and_keeps_the_last_checkpoint(tiny, tmp_pa
 def test_checkpoint_after_a_bad_step_is_not_reported_good(tiny, tmp_path, monkeypatch):
     run = tmp_path / "run"
     agent = DQN(tiny(checkpoint_interval=200, train_freq=1), run)
-    # the update at env step 200 returns a finite loss but leaves NaN weights behind
-    poison_update(monkeypatch, lambda a: a.global_step == 200, after=True)
+    # the update at env step 400 returns a finite loss but leaves NaN weights behind,
+    # just before the checkpoint at 400: that checkpoint must be refused, 200 kept
+    poison_update(monkeypatch, lambda a: a.global_step == 400, after=True)
     with pytest.raises(TrainingDiverged) as info:
         agent.learn(progress=False, tensorboard=False)
     monkeypatch.undo()
     good = json.loads((run / "checkpoints" / "latest.json").read_text())["checkpoint"]
-    assert good in str(info.value)
+    assert good == "step-0000000200.json"
+    assert good in str(info.value) and "400" in str(info.value)
     assert finite(DQN.load(run))
 
 
