@@ -279,3 +279,25 @@ def test_variant_trains_to_finite_weights(tiny, name):
     assert finite(agent)
     assert np.isfinite(result["mean_return"]) and result["mean_return"] >= 1
     assert check(agent) is not False
+
+
+# ------------------------------------------------------------------ counters and n_envs
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_update_and_target_schedule_do_not_depend_on_n_envs(tiny, tmp_path, n_envs):
+    """Env-step intervals count steps summed over envs; the target counts gradient updates.
+
+    Unlike SB3's old bug (interval divided by n_envs on every load), nothing is rescaled
+    on creation or on load.
+    """
+    config = tiny(n_envs=n_envs, total_steps=800, train_freq=4, target_update_period=50)
+    agent = DQN(config, tmp_path / "run")
+    copies = []
+    update = agent.target.update
+    agent.target.update = lambda n: copies.append(n) if update(n) else None
+    agent.learn(progress=False, tensorboard=False)
+    # one round per 4 env steps from the step the buffer holds learning_starts=100 items
+    assert agent.num_updates == len(range(100, 801, 4))
+    assert copies == list(range(50, agent.num_updates + 1, 50))
+    loaded = DQN.load(tmp_path / "run")
+    assert (loaded.target.period, loaded.config.train_freq) == (50, 4)
+    assert loaded.num_updates == agent.num_updates and loaded.global_step == 800
