@@ -126,6 +126,11 @@ def cmd_train(args) -> int:
             )
         agent = DQN(config, run_dir)  # checks the environment before anything is written
     result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    if agent.stopped_early:
+        print(
+            f"stopped early at step {agent.global_step:,}: a validation evaluation reached "
+            f"stop_at_return={agent.config.stop_at_return:g}"
+        )
     print(
         f"eval mean return {result['mean_return']:.1f} +/- {result['std_return']:.1f} "
         f"over {result['episodes']} episodes"

@@ -196,6 +196,7 @@ class DQN:
         recent: list[float] = []  # returns of episodes finished since the last log row
         last_return = last_loss = last_q = None
         losses, qs = [], []
+        postfix: dict[str, str] = {}  # progress-bar fields: recent return, epsilon, loss, eval
         start = time.perf_counter() - self.elapsed
         bar = tqdm(
             total=cfg.total_steps,
@@ -263,12 +264,10 @@ class DQN:
                             mean_q=last_q,
                             epsilon=epsilon,
                         )
-                    bar.set_postfix(
-                        ret=f"{last_return:.1f}" if last_return is not None else "-",
-                        eps=f"{epsilon:.3f}",
-                        loss=f"{last_loss:.3g}" if last_loss is not None else "-",
-                        refresh=False,
-                    )
+                    postfix["ret"] = f"{last_return:.1f}" if last_return is not None else "-"
+                    postfix["eps"] = f"{epsilon:.3f}"
+                    postfix["loss"] = f"{last_loss:.3g}" if last_loss is not None else "-"
+                    bar.set_postfix(postfix, refresh=False)
                 if _crossed(before, now, cfg.eval_interval) and now < cfg.total_steps:
                     result = self.evaluate(cfg.eval_episodes, cfg.seed + VALIDATION_SEED_OFFSET)
                     if logger:
@@ -277,7 +276,8 @@ class DQN:
                             time_s=time.perf_counter() - start,
                             eval_return=result["mean_return"],
                         )
-                    bar.set_postfix(eval=f"{result['mean_return']:.1f}", refresh=False)
+                    postfix["eval"] = f"{result['mean_return']:.1f}"
+                    bar.set_postfix(postfix, refresh=False)
                     if (
                         cfg.stop_at_return is not None
                         and result["mean_return"] >= cfg.stop_at_return
@@ -293,8 +293,8 @@ class DQN:
             bar.close()
             final = self.evaluate(cfg.final_eval_episodes)
             self.elapsed = time.perf_counter() - start
+            final["step"], final["stopped_early"] = self.global_step, self.stopped_early
             if self.run_dir is not None:
-                final["step"], final["stopped_early"] = self.global_step, self.stopped_early
                 logger.log(self.global_step, time_s=self.elapsed, eval_return=final["mean_return"])
                 self.save_checkpoint()
                 atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1))
