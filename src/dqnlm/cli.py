@@ -13,12 +13,31 @@ from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
 
 
+def _config_help() -> str:
+    """Every config field with its default and docstring, for `dqnlm train --help`."""
+    import textwrap
+
+    from dqnlm.config_io import field_docs
+    from dqnlm.control.config import DQNConfig
+
+    defaults = DQNConfig()
+    lines = ["config fields (TOML keys for --config, or --set KEY=VALUE):"]
+    for name, doc in field_docs(DQNConfig).items():
+        default = getattr(defaults, name)
+        default = list(default) if isinstance(default, tuple) else default
+        lines.append(f"  {name} = {default}")
+        lines += textwrap.wrap(doc, 84, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train DQN on a Gymnasium environment",
         description="Train DQN with a target network. Settings apply in order: "
         "preset, --config file, --env, --set, then --seed/--total-steps/--device.",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a tuned configuration (see `dqnlm presets`)")

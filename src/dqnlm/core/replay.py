@@ -231,7 +231,3 @@ class NStepFolder:
         if not out:
             return None
         return tuple(np.stack(column) for column in zip(*out))
-
-    def reset(self) -> None:
-        for window in self.windows:
-            window.clear()
