@@ -110,3 +110,33 @@ def test_n_step_return_stops_at_mid_window_termination():
     assert close(discount, [0.729] * 3)
     target = td_target(ret, torch.full((3,), 100.0), term, discount)
     assert close(target, [2.8, 1.0, 5.23])  # no bootstrap from the value 100
+
+
+def test_lambda_returns_hand_computed():
+    from dqnlm.core.td import lambda_returns
+
+    gamma, lam = 0.9, 0.5
+    r = torch.tensor([[0.0, 0.0, 1.0]])
+    v = torch.tensor([[2.0, 4.0, 8.0]])  # V(s_1), V(s_2), V(s_3)
+    term = torch.tensor([[0.0, 0.0, 1.0]])  # the sequence ends after step 2
+    g2 = 1.0  # terminal: no bootstrap
+    g1 = 0.0 + gamma * ((1 - lam) * 4.0 + lam * g2)
+    g0 = 0.0 + gamma * ((1 - lam) * 2.0 + lam * g1)
+    out = lambda_returns(r, v, term, gamma, lam)
+    assert torch.allclose(out, torch.tensor([[g0, g1, g2]]))
+
+
+def test_lambda_returns_limits_and_padding():
+    from dqnlm.core.td import lambda_returns
+
+    r = torch.tensor([[0.5, 0.0, 1.0, 7.0]])
+    v = torch.tensor([[2.0, 4.0, 8.0, 9.0]])
+    term = torch.zeros(1, 4)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # last step is padding
+    # lam = 0 is one-step TD everywhere
+    one_step = lambda_returns(r, v, term, 0.9, 0.0, mask)
+    assert torch.allclose(one_step, torch.tensor([[0.5 + 0.9 * 2, 0.9 * 4, 1 + 0.9 * 8, 0.0]]))
+    # lam = 1 is the discounted return, bootstrapped from V after the last valid step
+    mc = lambda_returns(r, v, term, 0.9, 1.0, mask)
+    g2 = 1 + 0.9 * 8
+    assert torch.allclose(mc, torch.tensor([[0.5 + 0.9 * 0.9 * g2, 0.9 * g2, g2, 0.0]]))

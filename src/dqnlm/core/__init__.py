@@ -10,7 +10,14 @@ from dqnlm.core.losses import td_loss
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from dqnlm.core.schedules import constant, linear
 from dqnlm.core.target import TargetNetwork, hard_update, polyak_update
-from dqnlm.core.td import double_value, greedy_value, n_step_return, soft_value, td_target
+from dqnlm.core.td import (
+    double_value,
+    greedy_value,
+    lambda_returns,
+    n_step_return,
+    soft_value,
+    td_target,
+)
 
 __all__ = [
     "CheckpointError",
@@ -23,6 +30,7 @@ __all__ = [
     "double_value",
     "greedy_value",
     "hard_update",
+    "lambda_returns",
     "linear",
     "load_checkpoint",
     "n_step_return",

@@ -61,3 +61,37 @@ def n_step_return(
     ret = (rewards * alive * powers).sum(-1)
     discount = torch.full_like(ret, gamma**n)
     return ret, discount, (term * alive).sum(-1).clamp(max=1.0)
+
+
+def lambda_returns(
+    rewards: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    lam: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TD(lambda) targets for whole sequences at once (last dim is time).
+
+    ``G_t = r_t + gamma (1 - terminated_t) [(1 - lam) V(s_{t+1}) + lam G_{t+1}]``, where the
+    last valid step of a sequence bootstraps fully from ``V(s_{t+1})``. ``lam = 0`` is
+    one-step TD; ``lam = 1`` carries a sparse final reward back to every step. ``mask``
+    marks valid steps (padding after a sequence's end is 0 and gets target 0).
+
+    The recursion is unrolled into one ``[T, T]`` matrix of discount products per
+    sequence, so there is no Python loop over time steps.
+    """
+    valid = torch.ones_like(rewards) if mask is None else mask.to(rewards.dtype)
+    next_valid = torch.cat([valid[..., 1:], torch.zeros_like(valid[..., :1])], dim=-1)
+    cont = gamma * (1.0 - terminated.to(rewards.dtype))
+    lam_t = lam * next_valid  # no later step to mix in: bootstrap fully
+    y = rewards + cont * (1.0 - lam_t) * next_values
+    a = cont * lam_t
+    steps = torch.arange(rewards.shape[-1], device=rewards.device)
+    upper = steps[None, :] >= steps[:, None]  # [t, j]: j >= t
+    products = torch.cumprod(
+        torch.where(upper, a[..., None, :], torch.ones_like(a)[..., None, :]), -1
+    )
+    # weight of y_k in G_t: prod_{j=t}^{k-1} a_j, i.e. products[t, k-1], and 1 for k = t
+    weights = torch.cat([torch.ones_like(products[..., :1]), products[..., :-1]], dim=-1) * upper
+    return (weights * y[..., None, :]).sum(-1) * valid
