@@ -83,11 +83,16 @@ PRESETS: dict[str, Preset] = {
     "mountaincar": Preset(
         env_id="MountainCar-v0",
         mark=-120.0,
-        source="rl-baselines3-zoo dqn.yml (MountainCar-v0); target period 600 env steps = 300 updates",
+        source=(
+            "rl-baselines3-zoo dqn.yml (MountainCar-v0), plus 3-step returns, lr annealing "
+            "and an early stop; "
+            "target period 600 env steps = 300 updates"
+        ),
         overrides={
             "total_steps": 120_000,  # env steps
             "hidden_sizes": [256, 256],
             "learning_rate": 4e-3,
+            "n_step": 3,  # carries the sparse "reached the flag" signal back 3x faster
             "anneal_lr": True,
             "gamma": 0.98,
             "batch_size": 128,
@@ -100,6 +105,7 @@ PRESETS: dict[str, Preset] = {
             "exploration_fraction": 0.2,
             "exploration_final_eps": 0.07,
             "eval_interval": 10_000,  # env steps
+            "stop_at_return": -100.0,  # policies peak, then drift (seen at 100k-120k steps)
         },
     ),
     "lunarlander": Preset(
