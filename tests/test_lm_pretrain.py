@@ -26,6 +26,7 @@ TINY = PretrainConfig(
 
 def test_reviews_are_cleaned_and_split_deterministically():
     assert clean_review("Great.<br /><br />Really  <BR/>great.") == "Great. Really great."
+    assert len(load_reviews()) == 25_000  # the IMDb rows only, not the Rotten Tomatoes ones
     reviews = load_reviews(limit=200)
     assert len(reviews) == 200 and not any("<br" in r.lower() for r in reviews)
     train, held = split_reviews(reviews, held_out=0.1, seed=3)

@@ -32,11 +32,17 @@ def imdb_csv_path() -> Path:
 
 
 def load_reviews(path: Path | None = None, limit: int | None = None) -> list[str]:
-    """Cleaned review texts, in file order."""
+    """Cleaned IMDb review texts, in file order.
+
+    The package's CSV also holds 8,530 Rotten Tomatoes snippets; only the 25,000 rows
+    whose ``source`` is ``imdb`` are kept.
+    """
     csv.field_size_limit(1 << 24)
     with open(path or imdb_csv_path(), newline="", encoding="utf-8") as f:
         reviews = []
         for row in csv.DictReader(f):
+            if row.get("source", "imdb") != "imdb":
+                continue
             reviews.append(clean_review(row["text"]))
             if limit is not None and len(reviews) >= limit:
                 break
