@@ -1,0 +1,54 @@
+"""Token-level TD targets against a hand-computed example."""
+
+import math
+
+import pytest
+import torch
+
+from dqnlm.lm.qlearning import token_td_targets
+
+
+def example():
+    # one sequence: prompt token 0, then generated tokens 2, 1, then padding (0)
+    tokens = torch.tensor([[0, 2, 1, 0]])
+    action_mask = torch.tensor([[0, 1, 1, 0]])
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])  # the sequence reward sits on the last token
+    online = torch.tensor(
+        [[[0.0, 0.5, 2.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    )  # position j scores token j + 1
+    target = torch.tensor([[[0.0, 0.0, 0.0], [0.2, 0.1, 0.7], [5.0, 5.0, 5.0], [0.0, 0.0, 0.0]]])
+    return online, target, tokens, action_mask, rewards
+
+
+def test_soft_targets_by_hand():
+    online, target, tokens, action_mask, rewards = example()
+    q, y, mask = token_td_targets(online, target, tokens, action_mask, rewards, "soft", 1.0)
+    # Q(s0, 2) = 2.0 and Q(s1, 1) = 3.0; the third "action" is padding
+    assert q[0, :2].tolist() == [2.0, 3.0] and mask.tolist() == [[1.0, 1.0, 0.0]]
+    # step 1 bootstraps from the soft value of the target at position 1; step 2 is terminal
+    v1 = math.log(math.exp(0.2) + math.exp(0.1) + math.exp(0.7))
+    assert y[0, 0].item() == pytest.approx(0.0 + v1)
+    assert y[0, 1].item() == pytest.approx(1.0)  # final token: reward only, no bootstrap
+    assert y[0, 2].item() == 0.0
+
+
+def test_max_double_and_lambda():
+    online, target, tokens, action_mask, rewards = example()
+    _, y_max, _ = token_td_targets(online, target, tokens, action_mask, rewards, "max")
+    assert y_max[0, 0].item() == pytest.approx(0.7)
+    # double: the online logits at position 1 pick token 1, valued by the target (0.1)
+    _, y_double, _ = token_td_targets(online, target, tokens, action_mask, rewards, "double")
+    assert y_double[0, 0].item() == pytest.approx(0.1)
+    # lambda = 1 carries the final reward back to the first generated token
+    _, y_mc, _ = token_td_targets(online, target, tokens, action_mask, rewards, "max", lam=1.0)
+    assert y_mc[0, :2].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_gradient_flows_only_into_taken_q():
+    online, target, tokens, action_mask, rewards = example()
+    online.requires_grad_(True)
+    q, y, mask = token_td_targets(online, target, tokens, action_mask, rewards, "double")
+    assert not y.requires_grad
+    ((q - y) ** 2 * mask).sum().backward()
+    assert online.grad[0, 0, 2] != 0 and online.grad[0, 1, 1] != 0
+    assert online.grad.abs().sum() == online.grad[0, 0, 2].abs() + online.grad[0, 1, 1].abs()
