@@ -120,3 +120,52 @@ def test_state_dict_round_trip():
 def test_invalid_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TargetNetwork(make_net(), **kwargs)
+
+
+class Adapted(torch.nn.Module):
+    """A frozen base layer plus a small trainable adapter, named like LoRA's."""
+
+    def __init__(self):
+        super().__init__()
+        self.base = torch.nn.Linear(2, 2, bias=False)
+        self.lora_A = torch.nn.Parameter(torch.zeros(2, 2))
+        self.base.requires_grad_(False)
+
+    def forward(self, x):
+        return self.base(x) + x @ self.lora_A.T
+
+
+def test_adapter_only_target_keeps_an_ema_of_the_adapter_alone():
+    torch.manual_seed(0)
+    net = Adapted()
+    target = TargetNetwork(net, mode="polyak", tau=0.25, only=lambda name: "lora_" in name)
+    assert target.module is net  # no second copy of the base model
+    assert list(target.state_dict()) == ["lora_A"]
+
+    with torch.no_grad():
+        net.lora_A.fill_(4.0)  # an optimizer step moved the adapter
+    target.update(1)
+    ema = 0.75 * 0.0 + 0.25 * 4.0
+    assert torch.allclose(target.state_dict()["lora_A"], torch.full((2, 2), ema))
+
+    x = torch.tensor([[1.0, 2.0]])
+    expected = net.base(x) + x @ torch.full((2, 2), ema).T
+    assert torch.allclose(target(x), expected)
+    # the call swapped the lagged adapter in and the online one back out
+    assert torch.equal(net.lora_A.detach(), torch.full((2, 2), 4.0))
+    assert torch.allclose(net(x), net.base(x) + x @ torch.full((2, 2), 4.0).T)
+
+    with torch.no_grad():
+        net.base.weight.add_(1.0)  # shared base weights are the target's too
+    assert torch.allclose(target(x), net.base(x) + x @ torch.full((2, 2), ema).T)
+
+
+def test_adapter_target_state_round_trip_and_errors():
+    net = Adapted()
+    target = TargetNetwork(net, mode="hard", only=lambda name: "lora_" in name)
+    target.load_state_dict({"lora_A": torch.ones(2, 2)})
+    assert torch.equal(target.state_dict()["lora_A"], torch.ones(2, 2))
+    with pytest.raises(ValueError):
+        target.load_state_dict({"base.weight": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="selects no parameter"):
+        TargetNetwork(net, mode="hard", only=lambda name: "nothing" in name)
