@@ -55,3 +55,23 @@ def test_online_q_learning_learns_to_emit_the_rewarded_token():
     first, last = rewards[0], sum(rewards[-10:]) / 10  # round 0 samples the untrained model
     assert first < 0.3  # a random policy says x about 1 time in 8
     assert last > first + 0.2, rewards
+
+
+def test_kl_to_an_identical_reference_starts_at_zero():
+    import copy
+
+    torch.set_num_threads(1)
+    model, tokenizer = tiny_lm()
+    reference = copy.deepcopy(model).requires_grad_(False)
+    config = OnlineConfig(
+        iterations=3,
+        prompts_per_iteration=4,
+        new_tokens=4,
+        prompt_tokens=4,
+        batch_size=4,
+        learning_rate=1e-2,
+        kl_coef=0.1,
+    )
+    history = train_online(model, tokenizer, ["a b"], share_of_x, config, ref_model=reference)
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # same weights, temperature 1
+    assert history[-1]["kl"] != pytest.approx(0.0, abs=1e-5)  # training moved the policy

@@ -24,7 +24,7 @@ class OnlineConfig:
     prompts_per_iteration: int = 16
     """Sequences generated per round."""
     new_tokens: int = 24
-    """Tokens generated after each prompt."""
+    """Most tokens generated after each prompt; an end-of-text token ends a text sooner."""
     prompt_tokens: int = 16
     """Prompts are left-padded (or left-truncated) to this many tokens."""
     updates_per_iteration: int = 4
@@ -98,7 +98,11 @@ def train_online(
     if tokenizer.pad_token_id is None:  # GPT-2 style tokenizers have none: reuse end-of-text
         tokenizer.pad_token = tokenizer.eos_token
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    # dropout off everywhere: it would make Q, its targets and the KL noisy (as TRL does)
+    model.eval()
     target = TargetNetwork(model, config.target, config.target_period, config.tau)
+    if ref_model is not None:
+        ref_model.eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     replay = SequenceReplay(
         config.replay_capacity, config.prompt_tokens + config.new_tokens, config.seed
@@ -118,20 +122,19 @@ def train_online(
             if seq:
                 prompt[row, -len(seq) :] = torch.tensor(seq)
                 prompt_attention[row, -len(seq) :] = 1
-        model.eval()
         with torch.no_grad():
             out = model.generate(
                 input_ids=prompt,
                 attention_mask=prompt_attention,
                 max_new_tokens=config.new_tokens,
-                min_new_tokens=config.new_tokens,
                 do_sample=True,
                 temperature=config.temperature,
                 top_k=config.top_k,
                 pad_token_id=pad,
             )
-        model.train()
         generated = out[:, config.prompt_tokens :]
+        short = config.new_tokens - generated.shape[1]  # every text ended early
+        generated = torch.nn.functional.pad(generated, (0, short), value=pad)
         texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
         scores = torch.tensor(reward(texts), dtype=torch.float32)
         # actions: every generated token up to and including the first end-of-text
