@@ -176,7 +176,8 @@ def train_online(
                 1.0,
                 config.lam,
             )
-            loss, _ = td_loss(q * mask, y * mask, "mse")
+            # the mask as importance weights, renormalised to a mean over generated tokens
+            loss, _ = td_loss(q, y, "mse", weights=mask)
             loss = loss * mask.numel() / mask.sum().clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
