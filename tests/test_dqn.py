@@ -15,10 +15,10 @@ import torch
 
 from dqnlm.cli import main
 from dqnlm.control import DQN
-from dqnlm.control.metrics import read_metrics
 from dqnlm.core.checkpoint import load_checkpoint
 from dqnlm.core.replay import PrioritizedReplayBuffer
 from dqnlm.errors import TrainingDiverged
+from dqnlm.metrics import read_metrics
 
 
 def weights(agent: DQN) -> dict[str, torch.Tensor]:

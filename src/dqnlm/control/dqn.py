@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from dqnlm.config_io import to_toml
 from dqnlm.control.config import DQNConfig
 from dqnlm.control.envs import env_spaces, make_vec_env, run_episodes
-from dqnlm.control.metrics import MetricsLogger, plot_runs
+from dqnlm.control.metrics import COLUMNS, plot_runs
 from dqnlm.control.networks import QNetwork
 from dqnlm.core.checkpoint import (
     CheckpointError,
@@ -36,6 +36,7 @@ from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.core.td import double_value, greedy_value, td_target
 from dqnlm.errors import DQNLMError, TrainingDiverged
+from dqnlm.metrics import MetricsLogger
 
 # Evaluation never shares seeds with training. Periodic evaluations (which may stop
 # training early) and the final/CLI evaluation use disjoint seed ranges too.
@@ -183,7 +184,7 @@ class DQN:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
             resumed = self.global_step if self.last_checkpoint else None
-            logger = MetricsLogger(self.run_dir, tensorboard, resume_step=resumed)
+            logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resume_step=resumed)
         else:
             logger = None
         envs = make_vec_env(cfg.env_id, cfg.n_envs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -61,3 +62,65 @@ def split_reviews(
 def opening_words(text: str, n_words: int = 8) -> str:
     """The first ``n_words`` words of a text: the prompt of the ``sentiment`` preset."""
     return " ".join(text.split()[:n_words])
+
+
+PROMPT_SETS = ("imdb", "imdb-held-out", "general")
+GENERAL_PROMPTS = Path(__file__).parent / "prompts" / "general.jsonl"
+
+
+def read_jsonl(path: str | Path, fields: dict[str, type | tuple[type, ...]]) -> list[dict]:
+    """Rows of a JSONL file, each an object with ``fields`` of the given types.
+
+    Blank lines are skipped. Every bad line is collected, so one error names them all.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DQNLMError(f"file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DQNLMError(f"cannot read {path}: {e}") from None
+    rows, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        ok = isinstance(row, dict) and all(
+            isinstance(row.get(k), t) and not isinstance(row.get(k), bool)
+            for k, t in fields.items()
+        )
+        if ok:
+            rows.append(row)
+        else:
+            bad.append(number)
+    wanted = ", ".join(
+        f"{k} ({'number' if isinstance(t, tuple) else t.__name__})" for k, t in fields.items()
+    )
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (
+            f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        )
+        raise DQNLMError(
+            f"{path}: line{'s' if len(bad) > 1 else ''} {shown} not JSON objects with {wanted}"
+        )
+    if not rows:
+        raise DQNLMError(f"{path} holds no rows; expected JSON objects with {wanted}")
+    return rows
+
+
+def load_prompts(spec: str) -> list[str]:
+    """Prompts by name or file.
+
+    * ``imdb``: the first 8 words of the training-split reviews (the pretraining split);
+    * ``imdb-held-out``: the same from the held-out reviews (evaluation);
+    * ``general``: short everyday openings unlike movie reviews, shipped with dqnlm;
+    * anything else: a JSONL file with a ``prompt`` string on each line.
+    """
+    if spec in ("imdb", "imdb-held-out"):
+        train, held = split_reviews(load_reviews())  # the defaults pretraining uses
+        return [opening_words(t) for t in (train if spec == "imdb" else held)]
+    path = GENERAL_PROMPTS if spec == "general" else Path(spec)
+    return [row["prompt"] for row in read_jsonl(path, {"prompt": str})]

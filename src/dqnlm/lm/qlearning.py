@@ -27,6 +27,7 @@ def token_td_targets(
     temperature: float = 1.0,
     gamma: float = 1.0,
     lam: float = 0.0,
+    prior_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Q of the tokens taken and their TD(lambda) targets, for a batch of sequences.
 
@@ -34,6 +35,10 @@ def token_td_targets(
     ``action_mask`` and ``rewards`` ``[B, L]``. ``action_mask`` is 1 on the tokens the
     policy generated (the completion), 0 on prompt and padding; ``rewards[:, j]`` is the
     reward for emitting ``tokens[:, j]`` (a sequence reward sits on its last token).
+
+    ``prior_logprobs`` (``[B, L, V]``, e.g. a reference model's log-probabilities) turns the
+    soft value into ``T * log sum_a prior(a) exp(Q(a) / T)``: the backup of KL-regularised
+    RL, whose optimal policy is ``prior * exp(Q / T)``. It is used by ``soft`` only.
 
     The last generated token of each sequence ends the episode: no bootstrap. Returns
     ``(q_taken, targets, mask)``, each ``[B, L - 1]`` and aligned with ``tokens[:, 1:]``.
@@ -44,6 +49,8 @@ def token_td_targets(
     with torch.no_grad():
         next_target = target_logits[:, 1:]
         if kind == "soft":
+            if prior_logprobs is not None:
+                next_target = next_target + temperature * prior_logprobs[:, 1:]
             next_value = soft_value(next_target, temperature)
         elif kind == "max":
             next_value = greedy_value(next_target)

