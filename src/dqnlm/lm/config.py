@@ -83,6 +83,9 @@ class LMConfig:
     """AdamW step size."""
     max_grad_norm: float = 1.0
     """Clip the gradient's global L2 norm to this; 0 disables clipping."""
+    kl_penalty: float = 0.0
+    """Weight of the exact per-token KL(pi || pi_ref) over the vocabulary, added to the loss
+    on replayed states: a trust region against drift that the TD loss does not constrain."""
     cql_alpha: float = 0.0
     """Conservative Q-learning weight: alpha * (V(s) - Q(s, a)) on replayed tokens."""
 
@@ -141,6 +144,7 @@ class LMConfig:
         need(0 <= self.lam <= 1, f"lam must be in [0, 1], got {self.lam}")
         need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         need(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        need(self.kl_penalty >= 0, f"kl_penalty must be >= 0, got {self.kl_penalty}")
         need(self.cql_alpha >= 0, f"cql_alpha must be >= 0, got {self.cql_alpha}")
         need(
             self.target in TARGET_MODES,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -216,15 +217,16 @@ class LMTrainer:
         tokens, attention, actions, rewards = (
             t.to(self.device) for t in self.replay.sample(cfg.batch_size)
         )
-        logits = forward_logits(self.model, tokens, attention)
+        # reference and target first: a LoRA target swaps its lagged adapters into the
+        # model in place, which must not happen between the online forward and backward
         with torch.no_grad():
             ref_logits = forward_logits(self.reference, tokens, attention)
-            target_logits = (
-                logits.detach()
-                if cfg.target == "none"
-                else forward_logits(self.target, tokens, attention)
-            )
             prior = torch.log_softmax(ref_logits, -1)
+            if cfg.target != "none":
+                target_logits = forward_logits(self.target, tokens, attention)
+        logits = forward_logits(self.model, tokens, attention)
+        if cfg.target == "none":
+            target_logits = logits.detach()
         q = anchored_q(logits, ref_logits, cfg.beta)
         q_taken, targets, mask = token_td_targets(
             q,
@@ -248,6 +250,10 @@ class LMTrainer:
             value = cfg.beta * torch.logsumexp(q[:, :-1] / cfg.beta + prior[:, :-1], -1)
             cql = ((value - q_taken) * mask).sum() / tokens_in_batch
             loss = loss + cfg.cql_alpha * cql
+        if cfg.kl_penalty > 0:
+            logp = torch.log_softmax(logits[:, :-1], -1)
+            state_kl = (logp.exp() * (logp - prior[:, :-1])).sum(-1)
+            loss = loss + cfg.kl_penalty * (state_kl * mask).sum() / tokens_in_batch
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged at round {self.round + 1}, TD update {self.num_updates + 1}: "
@@ -283,6 +289,7 @@ class LMTrainer:
         if self.run_dir is None:
             raise DQNLMError("LMTrainer.learn needs a run directory")
         resumed = self.round if self.round > 0 else None
+        fresh = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
         logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resumed, tb_prefix="lm")
@@ -323,8 +330,14 @@ class LMTrainer:
                     td=f"{td:.4f}",
                     tok_s=f"{tokens_per_s:.0f}",
                 )
+                self._check_weights()
                 if self.round % cfg.checkpoint_every == 0 or self.round == cfg.rounds:
                     self.save_checkpoint()
+        except BaseException:
+            if fresh and self.last_checkpoint is None:  # leave nothing half-written behind
+                logger.close()
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         finally:
             bar.close()
             logger.close()
@@ -337,6 +350,13 @@ class LMTrainer:
         result = evaluate(self, load_prompts("imdb-held-out"), cfg.eval_prompts, progress=progress)
         atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
         return result
+
+    def _check_weights(self) -> None:
+        if not all(torch.isfinite(t).all() for t in self._trained_tensors().values()):
+            raise TrainingDiverged(
+                f"training diverged in round {self.round}: the weights are not finite; "
+                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
+            )
 
     # ----------------------------------------------------------- checkpoints
     def _trained_tensors(self) -> dict[str, torch.Tensor]:
@@ -353,12 +373,8 @@ class LMTrainer:
 
     def save_checkpoint(self) -> Path:
         """Trained weights, target, optimizer, replay, RNG states and counters, atomically."""
+        self._check_weights()
         trained = self._trained_tensors()
-        if not all(torch.isfinite(t).all() for t in trained.values()):
-            raise TrainingDiverged(
-                f"training diverged by round {self.round}: the weights are not finite; "
-                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         tensors = {f"model.{k}": v for k, v in trained.items()}
         tensors.update({f"target.{k}": v for k, v in self._target_tensors().items()})
@@ -423,7 +439,6 @@ class LMTrainer:
 
     def save_model(self, out: Path) -> Path:
         """The tuned model as a Hugging Face directory (LoRA: the adapter), written atomically."""
-        import shutil
         import tempfile
 
         from dqnlm.lm.pretrain import _replace_dir

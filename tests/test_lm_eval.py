@@ -1,0 +1,266 @@
+"""Evaluating, generating and explaining with a tuned LM (tiny random GPT-2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from lm_helpers import save_tiny_lm, write_prompts  # noqa: E402
+
+from dqnlm.cli import main  # noqa: E402
+from dqnlm.lm.config import LMConfig  # noqa: E402
+from dqnlm.lm.evaluate import (  # noqa: E402
+    EVAL_KEYS,
+    EVAL_SEED_OFFSET,
+    distinct_n,
+    evaluate,
+    explain_html,
+    generate_texts,
+)
+from dqnlm.lm.trainer import LMTrainer  # noqa: E402
+
+PROMPTS = ["a b", "c d e", "f"]
+SPAN = re.compile(
+    r'<span class="tok"[^>]*data-advantage="([-0-9.]+)" title="([^"]*)">([^<]*)</span>'
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    return save_tiny_lm(root / "model"), write_prompts(root / "prompts.jsonl", PROMPTS)
+
+
+def config(files, **overrides) -> LMConfig:
+    model, prompts = files
+    values = dict(
+        model=str(model),
+        prompts=str(prompts),
+        reward="python:lm_helpers:share_of_x",
+        device="cpu",
+        rounds=20,
+        prompts_per_round=16,
+        new_tokens=8,
+        prompt_tokens=4,
+        updates_per_round=4,
+        batch_size=16,
+        learning_rate=3e-3,
+        tau=0.1,
+        eval_prompts=0,
+        checkpoint_every=100,
+    )
+    return LMConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def untrained_run(files, tmp_path_factory):
+    """A run directory whose checkpoint is the untrained model (policy == reference)."""
+    run = tmp_path_factory.mktemp("untrained") / "run"
+    LMTrainer(config(files), run, progress=False).save_checkpoint()
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(files, tmp_path_factory):
+    """20 rounds on the share-of-x reward (about a second)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    LMTrainer(config(files), run, progress=False).learn(progress=False, tensorboard=False)
+    return run
+
+
+def spans(page: str) -> list[tuple[float, str, str]]:
+    return [(float(a), title, token) for a, title, token in SPAN.findall(page)]
+
+
+def generated_tokens(trainer: LMTrainer, prompt: str, seed: int) -> int:
+    """How many tokens explain/generate sample for ``prompt`` with ``seed`` (EOS included)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batch = trainer.generate([prompt])
+    return int(batch.actions.sum())
+
+
+# ------------------------------------------------------------------------------- evaluate
+def test_evaluate_returns_every_key_with_sensible_values(untrained_run):
+    trainer = LMTrainer.load(untrained_run)
+    prompts = PROMPTS * 4
+    rng_before = torch.get_rng_state()
+    result = evaluate(trainer, prompts, 10, batch_size=4)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # sampling uses its own seed
+    assert set(EVAL_KEYS) <= result.keys()
+    assert result["n"] == 10 and isinstance(result["n"], int)
+    for key in ("reward", "kl", "distinct_1", "distinct_2", "ref_perplexity"):
+        assert isinstance(result[key], float) and math.isfinite(result[key]), key
+    assert 0 <= result["reward"] <= 1  # a share of words
+    assert 0 < result["distinct_1"] <= 1 and 0 < result["distinct_2"] <= 1
+    assert 1 < result["ref_perplexity"] < 50  # 8 words in the vocabulary
+    assert result["kl"] == pytest.approx(0.0, abs=1e-5)  # the policy is its reference
+    assert result["truncated_prompts"] == 0
+    assert len(result["samples"]) == 5
+    assert [s["prompt"] for s in result["samples"]] == prompts[:5]
+    assert evaluate(trainer, prompts, 10, batch_size=4) == result  # deterministic
+
+
+def test_evaluate_n_is_the_number_of_prompts_used(untrained_run):
+    trainer = LMTrainer.load(untrained_run)
+    assert evaluate(trainer, PROMPTS, 2)["n"] == 2
+    assert evaluate(trainer, PROMPTS, 100)["n"] == 3
+    long = evaluate(trainer, ["a b c d e f a b"], 1)
+    assert long["truncated_prompts"] == 1
+
+
+def test_evaluate_after_training_moves_reward_and_kl(trained_run, untrained_run):
+    prompts = PROMPTS * 10
+    before = evaluate(LMTrainer.load(untrained_run), prompts, 30)
+    after = evaluate(LMTrainer.load(trained_run), prompts, 30)
+    assert after["reward"] > before["reward"] + 0.1
+    assert after["kl"] > 0.1
+
+
+@pytest.mark.parametrize(
+    ("texts", "n", "expected"),
+    [
+        (["a a a a"], 1, 1 / 4),
+        (["a a a a"], 2, 1 / 3),
+        (["a b", "a b"], 1, 2 / 4),
+        (["a b", "a b"], 2, 1 / 2),
+        (["a b", "b a"], 2, 2 / 2),  # n-grams never span two texts
+        (["a b c", "c a b"], 2, 3 / 4),  # (a,b) twice, (b,c), (c,a)
+        (["the  cat\tsat"], 1, 1.0),  # any whitespace separates words
+        (["a"], 2, 0.0),  # no bigrams at all
+        ([], 1, 0.0),
+        ([""], 1, 0.0),
+    ],
+)
+def test_distinct_n_by_hand(texts, n, expected):
+    assert distinct_n(texts, n) == pytest.approx(expected)
+
+
+def test_cli_eval_json_prints_one_object_with_exactly_the_eval_keys(untrained_run, files, capsys):
+    args = ["lm", "eval", str(untrained_run), "--json", "--n", "4", "--prompts", str(files[1])]
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1, captured.out
+    result = json.loads(lines[0])
+    assert set(result) == {"reward", "kl", "distinct_1", "distinct_2", "ref_perplexity", "n"}
+    assert set(result) == set(EVAL_KEYS)
+    assert result["n"] == 3  # the file holds 3 prompts
+    assert captured.err == ""
+
+
+def test_cli_eval_text_output(untrained_run, files, capsys):
+    args = ["lm", "eval", str(untrained_run), "--n", "2", "--prompts", str(files[1])]
+    assert main([*args, "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("reward ") and out[0].endswith("n=2")
+    assert len(out) == 3 and out[1].lstrip().startswith("[") and " a b | " in out[1]
+
+
+# -------------------------------------------------------------------------------- explain
+def test_explain_has_one_span_per_generated_token_with_zero_advantage_untrained(
+    untrained_run, tmp_path, capsys
+):
+    out = tmp_path / "x.html"
+    args = ["lm", "explain", str(untrained_run), "--prompt", "a b", "--out", str(out)]
+    assert main([*args, "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    found = spans(page)
+    trainer = LMTrainer.load(untrained_run)
+    assert len(found) == page.count('<span class="tok"') == generated_tokens(trainer, "a b", 3)
+    for advantage, title, _ in found:
+        assert abs(advantage) < 1e-5  # Q = 0 and V = 0 while the policy is its reference
+        assert "top alternatives:" in title and "Q(s,a)=" in title and "V(s)=" in title
+        assert title.count("p=") == 5  # the top 5 alternatives
+    assert '<span class="prompt">a b</span>' in page
+
+
+def test_explain_without_seed_uses_the_evaluation_seed(untrained_run):
+    trainer = LMTrainer.load(untrained_run)
+    page = explain_html(trainer, "c d")
+    seed = trainer.config.seed + EVAL_SEED_OFFSET
+    assert page == explain_html(trainer, "c d", seed=seed)
+    assert len(spans(page)) == generated_tokens(trainer, "c d", seed)
+
+
+def test_explain_after_training_gives_x_a_positive_advantage(trained_run):
+    trainer = LMTrainer.load(trained_run)
+    x_advantages, other = [], []
+    for seed in range(4):
+        for advantage, _, token in spans(explain_html(trainer, "a b", seed=seed)):
+            (x_advantages if token == "x" else other).append(advantage)
+    # seeds 0-5 of training all gave a mean in [0.09, 0.13] for x and < 0 for the rest
+    assert len(x_advantages) >= 3
+    assert sum(x_advantages) / len(x_advantages) > 0.02
+    assert sum(x_advantages) / len(x_advantages) > sum(other) / max(len(other), 1)
+
+
+def save_html_lm(directory):
+    """A tiny GPT-2 whose vocabulary holds HTML: ``<script>`` and ``&`` are whole words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = ["<eos>", "a", "b", "x", "<script>", "&", '"q"']
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="a"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(words),
+            n_positions=32,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_explain_escapes_html(files, tmp_path):
+    model = save_html_lm(tmp_path / "html-model")
+    run = tmp_path / "run"
+    cfg = config(files, model=str(model), reward="keyword:<script>", new_tokens=12)
+    LMTrainer(cfg, run, progress=False).save_checkpoint()
+    out = tmp_path / "x.html"
+    prompt = '<script> & "q"'
+    assert main(["lm", "explain", str(run), "--prompt", prompt, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "<script>" not in page and '"q"' not in page
+    assert "&lt;script&gt; &amp; &quot;q&quot;" in page  # the prompt, escaped
+    assert "keyword:&lt;script&gt;" in page  # the reward spec, escaped
+    found = spans(page)
+    assert found and page.count('<span class="tok"') == len(found)  # no markup broke a span
+    generated = [token for _, _, token in found]
+    assert "&lt;script&gt;" in generated or "&amp;" in generated, generated
+
+
+# ------------------------------------------------------------------------------- generate
+def test_cli_generate_prints_one_line_per_completion(untrained_run, capsys):
+    args = ["lm", "generate", str(untrained_run), "--prompt", "a b", "--n", "2"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 and captured.err == ""
+    trainer = LMTrainer.load(untrained_run)
+    texts, rewards, cut = generate_texts(trainer, "a b", 2)
+    assert not cut
+    for line, text, reward in zip(lines, texts, rewards):
+        assert re.fullmatch(r"\[[+-]\d\.\d{3}\] a b.*", line), line
+        assert line == f"[{reward:+.3f}] a b {text}"
+    assert main([*args, "--seed", "5"]) == 0
+    again = capsys.readouterr().out
+    assert main([*args, "--seed", "5"]) == 0
+    assert capsys.readouterr().out == again  # a seed fixes the samples
