@@ -311,12 +311,13 @@ def test_bad_offline_lines_are_named(toy, tmp_path):
         "{not json",  # 5
         json.dumps({"prompt": "a", "completion": "x", "reward": True}),  # 6: bool
         json.dumps({"prompt": "a", "completion": "b", "reward": 0.0}),
+        '{"prompt": "a", "completion": "x", "reward": NaN}',  # 8: json reads NaN; refused
     ]
     data.write_text("\n".join(lines) + "\n")
     with pytest.raises(DQNLMError) as error:
         LMTrainer(toy(offline_data=str(data)), tmp_path / "run", progress=False)
     message = str(error.value)
-    assert "lines 2, 3, 5, 6 " in message and str(data) in message
+    assert "lines 2, 3, 5, 6, 8 " in message and str(data) in message
     assert "reward (number)" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
 
@@ -502,3 +503,23 @@ def test_other_target_modes_train(toy, tmp_path, target):
 def test_hard_target_with_period_one_tracks_the_online_network(toy, tmp_path):
     trainer = train(toy(target="hard", target_period=1, rounds=1), tmp_path / "run")
     assert_same_tensors(trainer._trained_tensors(), trainer._target_tensors())
+
+
+def test_shaped_rewards_telescope_to_the_text_reward(toy):
+    """Potential-based shaping: per-token rewards sum to each text's own reward."""
+    trainer = LMTrainer(toy(shaping=True, prompts_per_round=16), None, progress=False)
+    batch, rewards, scores, _ = trainer._collect()
+    texts = [
+        t
+        for t in __import__("dqnlm.lm.generation", fromlist=["x"]).decode_completions(
+            trainer.tokenizer, batch
+        )
+    ]
+    assert torch.allclose(rewards.sum(1), trainer.score(texts), atol=1e-6)
+    assert torch.allclose(scores, trainer.score(texts), atol=1e-6)
+    assert (rewards[batch.actions == 0] == 0).all()  # nothing on prompt or padding
+    has_x = [i for i, t in enumerate(texts) if "x" in t.split()]
+    assert has_x, texts
+    for i in has_x:  # the first x is credited on the token itself
+        first_x = texts[i].split().index("x")
+        assert rewards[i, batch.prompt_tokens + first_x] > 0

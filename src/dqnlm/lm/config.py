@@ -83,6 +83,10 @@ class LMConfig:
     """AdamW step size."""
     max_grad_norm: float = 1.0
     """Clip the gradient's global L2 norm to this; 0 disables clipping."""
+    shaping: bool = False
+    """Potential-based reward shaping: each token earns the change in reward of the text so
+    far. Per-text returns are unchanged (they telescope) but credit lands on the tokens that
+    earned it. Scores every prefix: new_tokens reward calls per text (cheap for vader)."""
     kl_penalty: float = 0.0
     """Weight of the exact per-token KL(pi || pi_ref) over the vocabulary, added to the loss
     on replayed states: a trust region against drift that the TD loss does not constrain."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def read_jsonl(path: str | Path, fields: dict[str, type | tuple[type, ...]]) -> 
         except ValueError:
             row = None
         ok = isinstance(row, dict) and all(
-            isinstance(row.get(k), t) and not isinstance(row.get(k), bool)
+            isinstance(row.get(k), t)
+            and not isinstance(row.get(k), bool)
+            and (not isinstance(row.get(k), float) or math.isfinite(row[k]))  # json reads NaN
             for k, t in fields.items()
         )
         if ok:

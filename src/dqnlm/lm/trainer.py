@@ -168,6 +168,7 @@ class LMTrainer:
         self.replay = SequenceReplay(capacity, width, cfg.seed)
         if offline:
             self._fill_offline(offline)
+        self._empty_score = float(self.score([""])[0]) if cfg.shaping else 0.0
         self.round = self.num_updates = 0
         self.elapsed = 0.0
         self.last_checkpoint: Path | None = None
@@ -277,11 +278,37 @@ class LMTrainer:
         cfg = self.config
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
         batch = self.generate([self.prompts[i] for i in picks])
-        scores = self.score(decode_completions(self.tokenizer, batch))
+        if cfg.shaping:
+            rewards = self.shaped_rewards(batch)
+            scores = rewards.sum(1) + self._empty_score
+        else:
+            scores = self.score(decode_completions(self.tokenizer, batch))
+            rewards = sequence_rewards(batch, scores)
         logits = forward_logits(self.model, batch.tokens, batch.attention)
         ref_logits = forward_logits(self.reference, batch.tokens, batch.attention)
         kl = sequence_kl(logits, ref_logits, batch, cfg.temperature)
-        return batch, scores, kl
+        return batch, rewards, scores, kl
+
+    def shaped_rewards(self, batch: TokenBatch) -> torch.Tensor:
+        """Per-token rewards ``R(prefix up to t) - R(prefix up to t - 1)`` (potential-based
+        shaping, Ng et al. 1999). They sum to ``R(text) - R("")`` on every text, so returns
+        and the optimal policy are unchanged, but each token is credited with its own effect.
+        """
+        start = batch.prompt_tokens
+        completion, actions = batch.completion.cpu(), batch.actions[:, start:].cpu()
+        prefixes, places = [], []
+        for row in range(len(completion)):
+            ids = completion[row][actions[row].bool()].tolist()
+            prefixes += [ids[: t + 1] for t in range(len(ids))]
+            places += [(row, start + t) for t in range(len(ids))]
+        potential = self.score(self.tokenizer.batch_decode(prefixes, skip_special_tokens=True))
+        before = torch.cat([torch.tensor([self._empty_score]), potential[:-1]])
+        first = torch.tensor([p[1] == start for p in places])
+        before[first] = self._empty_score  # each text starts from the empty prefix
+        rewards = torch.zeros_like(batch.actions, device="cpu")
+        rows, cols = (torch.tensor(c) for c in zip(*places))
+        rewards[rows, cols] = potential - before
+        return rewards
 
     def learn(self, progress: bool = True, tensorboard: bool = True) -> dict | None:
         """Train to ``config.rounds``; returns the final evaluation (or None when skipped)."""
@@ -303,9 +330,9 @@ class LMTrainer:
         try:
             while self.round < cfg.rounds:
                 started = time.perf_counter()
-                batch, scores, kl = self._collect()
+                batch, rewards, scores, kl = self._collect()
                 if not cfg.offline_data:
-                    self.replay.add(batch, sequence_rewards(batch, scores))
+                    self.replay.add(batch, rewards)
                 results = [self._update() for _ in range(cfg.updates_per_round)]
                 td, cql, mean_q = (float(np.mean(r)) for r in zip(*results))
                 seconds = time.perf_counter() - started
