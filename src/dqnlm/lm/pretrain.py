@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from dqnlm.errors import DQNLMError
 from dqnlm.lm.data import load_reviews, opening_words, split_reviews
+from dqnlm.lm.models import quiet_transformers
 
 EOS = "<|endoftext|>"
 SUMMARY = "pretrain.json"
@@ -168,8 +169,9 @@ def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = T
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        model.save_pretrained(tmp)  # safetensors
-        tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp)  # safetensors
+            tokenizer.save_pretrained(tmp)
         with open(tmp / "held_out.jsonl", "w") as f:
             for text in held_texts:
                 f.write(json.dumps({"prompt": opening_words(text), "text": text}) + "\n")
