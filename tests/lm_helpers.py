@@ -45,3 +45,26 @@ def write_prompts(path: Path, prompts: list[str]) -> Path:
 def share_of_x(texts: list[str]) -> list[float]:
     """Reward: the fraction of words that are ``x``."""
     return [sum(w == "x" for w in t.split()) / max(1, len(t.split())) for t in texts]
+
+
+def toy_config(model: Path, prompts: Path, **overrides):
+    """An LMConfig on the tiny GPT-2, rewarded for saying ``x``; a round takes ~0.1 s."""
+    from dqnlm.lm.config import LMConfig
+
+    values = dict(
+        model=str(model),
+        prompts=str(prompts),
+        reward="python:lm_helpers:share_of_x",
+        device="cpu",
+        rounds=25,
+        prompts_per_round=16,
+        new_tokens=8,
+        prompt_tokens=4,
+        updates_per_round=4,
+        batch_size=16,
+        learning_rate=3e-3,
+        tau=0.1,
+        eval_prompts=0,
+        checkpoint_every=10,
+    )
+    return LMConfig(**{**values, **overrides})

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from lm_helpers import save_tiny_lm, write_prompts  # noqa: E402
+from lm_helpers import save_tiny_lm, toy_config, write_prompts  # noqa: E402
 
 from dqnlm.cli import main  # noqa: E402
 from dqnlm.lm.config import LMConfig  # noqa: E402
@@ -39,23 +39,9 @@ def files(tmp_path_factory):
 
 def config(files, **overrides) -> LMConfig:
     model, prompts = files
-    values = dict(
-        model=str(model),
-        prompts=str(prompts),
-        reward="python:lm_helpers:share_of_x",
-        device="cpu",
-        rounds=20,
-        prompts_per_round=16,
-        new_tokens=8,
-        prompt_tokens=4,
-        updates_per_round=4,
-        batch_size=16,
-        learning_rate=3e-3,
-        tau=0.1,
-        eval_prompts=0,
-        checkpoint_every=100,
-    )
-    return LMConfig(**{**values, **overrides})
+    values = {"model": model, "prompts": prompts, "rounds": 20, "checkpoint_every": 100}
+    values.update(overrides)
+    return toy_config(**values)
 
 
 @pytest.fixture(scope="module")

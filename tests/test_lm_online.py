@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from lm_helpers import save_tiny_lm, write_prompts  # noqa: E402
+from lm_helpers import save_tiny_lm, toy_config, write_prompts  # noqa: E402
 
 from dqnlm.lm.config import LMConfig  # noqa: E402
 from dqnlm.lm.trainer import LMTrainer  # noqa: E402
@@ -18,23 +18,7 @@ def toy(tmp_path):
     prompts = write_prompts(tmp_path / "prompts.jsonl", ["a b", "c d e", "f"])
 
     def make(**overrides) -> LMConfig:
-        values = dict(
-            model=str(model),
-            prompts=str(prompts),
-            reward="python:lm_helpers:share_of_x",
-            device="cpu",
-            rounds=25,
-            prompts_per_round=16,
-            new_tokens=8,
-            prompt_tokens=4,
-            updates_per_round=4,
-            batch_size=16,
-            learning_rate=3e-3,
-            tau=0.1,
-            eval_prompts=0,
-            checkpoint_every=10,
-        )
-        return LMConfig(**{**values, **overrides})
+        return toy_config(model, prompts, **overrides)
 
     return make
 

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from lm_helpers import save_tiny_lm, write_prompts  # noqa: E402
+from lm_helpers import save_tiny_lm, toy_config, write_prompts  # noqa: E402
 
 from dqnlm.cli import main  # noqa: E402
 from dqnlm.errors import DQNLMError, TrainingDiverged  # noqa: E402
@@ -44,24 +44,16 @@ def toy(files):
     model, prompts = files
 
     def make(**overrides) -> LMConfig:
-        values = dict(
-            model=str(model),
-            prompts=str(prompts),
-            reward="python:lm_helpers:share_of_x",
-            device="cpu",
+        small = dict(
             rounds=4,
             prompts_per_round=8,
             new_tokens=6,
-            prompt_tokens=4,
             updates_per_round=2,
             batch_size=8,
             replay_capacity=64,
-            learning_rate=3e-3,
-            tau=0.1,
-            eval_prompts=0,
             checkpoint_every=2,
         )
-        return LMConfig(**{**values, **overrides})
+        return toy_config(model, prompts, **{**small, **overrides})
 
     return make
 

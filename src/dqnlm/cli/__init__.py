@@ -9,26 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from dqnlm.cli.common import add_config_arguments, config_fields_help
 from dqnlm.cli.lm import add_lm_parser, cmd_lm
+from dqnlm.control.config import DQNConfig
 from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
-
-
-def _config_help() -> str:
-    """Every config field with its default and docstring, for `dqnlm train --help`."""
-    import textwrap
-
-    from dqnlm.config_io import field_docs
-    from dqnlm.control.config import DQNConfig
-
-    defaults = DQNConfig()
-    lines = ["config fields (TOML keys for --config, or --set KEY=VALUE):"]
-    for name, doc in field_docs(DQNConfig).items():
-        default = getattr(defaults, name)
-        default = list(default) if isinstance(default, tuple) else default
-        lines.append(f"  {name} = {default}")
-        lines += textwrap.wrap(doc, 84, initial_indent="      ", subsequent_indent="      ")
-    return "\n".join(lines)
 
 
 def _add_train(sub) -> None:
@@ -37,21 +22,13 @@ def _add_train(sub) -> None:
         help="train DQN on a Gymnasium environment",
         description="Train DQN with a target network. Settings apply in order: "
         "preset, --config file, --env, --set, then --seed/--total-steps/--device.",
-        epilog=_config_help(),
+        epilog=config_fields_help(DQNConfig),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a tuned configuration (see `dqnlm presets`)")
     source.add_argument("--env", dest="env_id", help="any Gymnasium id with discrete actions")
-    p.add_argument("--config", type=Path, help="TOML file of config fields")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config field, e.g. --set learning_rate=3e-4 (repeatable)",
-    )
+    add_config_arguments(p, "learning_rate=3e-4")
     p.add_argument("--seed", type=int)
     p.add_argument("--total-steps", type=int, help="training length in env steps")
     p.add_argument(

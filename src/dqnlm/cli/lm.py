@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 import time
 from pathlib import Path
 
+from dqnlm.cli.common import add_config_arguments, config_fields_help
 from dqnlm.errors import DQNLMError
 
 
@@ -23,15 +23,9 @@ def _lm_import(name: str):
 
 
 def _train_epilog() -> str:
-    from dqnlm.config_io import field_docs
     from dqnlm.lm.config import PRESETS, LMConfig
 
-    defaults = LMConfig()
-    lines = ["config fields (TOML keys for --config, or --set KEY=VALUE):"]
-    for name, doc in field_docs(LMConfig).items():
-        lines.append(f"  {name} = {getattr(defaults, name)!r}")
-        lines += textwrap.wrap(doc, 84, initial_indent="      ", subsequent_indent="      ")
-    lines.append("\npresets:")
+    lines = [config_fields_help(LMConfig), "\npresets:"]
     for name, values in PRESETS.items():
         lines.append(f"  {name}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     lines += [
@@ -74,15 +68,7 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--preset", help="a ready configuration: sentiment")
     p.add_argument("--model", help="HF model directory or hub name (default: embedded GPT-2)")
     p.add_argument("--reward", help="reward spec, e.g. vader or keyword:great (see below)")
-    p.add_argument("--config", type=Path, help="TOML file of config fields")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config field, e.g. --set beta=0.2 (repeatable)",
-    )
+    add_config_arguments(p, "beta=0.2")
     p.add_argument("--seed", type=int)
     p.add_argument("--rounds", type=int, help="training length in rounds (also extends --resume)")
     p.add_argument("--run-dir", type=Path, help="outputs (default: runs/lm-<name>-s<seed>-<time>)")

@@ -1,0 +1,33 @@
+"""Argument helpers shared by every `dqnlm` training command."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def config_fields_help(config_cls: type) -> str:
+    """Every config field with its default and docstring, for a command's ``--help``."""
+    from dqnlm.config_io import field_docs
+
+    defaults = config_cls()
+    lines = ["config fields (TOML keys for --config, or --set KEY=VALUE):"]
+    for name, doc in field_docs(config_cls).items():
+        default = getattr(defaults, name)
+        default = list(default) if isinstance(default, tuple) else default
+        lines.append(f"  {name} = {default!r}")
+        lines += textwrap.wrap(doc, 84, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def add_config_arguments(parser, example: str) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE``."""
+    parser.add_argument("--config", type=Path, help="TOML file of config fields")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one config field, e.g. --set {example} (repeatable)",
+    )
