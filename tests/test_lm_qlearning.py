@@ -52,3 +52,25 @@ def test_gradient_flows_only_into_taken_q():
     ((q - y) ** 2 * mask).sum().backward()
     assert online.grad[0, 0, 2] != 0 and online.grad[0, 1, 1] != 0
     assert online.grad.abs().sum() == online.grad[0, 0, 2].abs() + online.grad[0, 1, 1].abs()
+
+
+def test_soft_value_with_a_reference_prior_by_hand():
+    """V(s) = T log sum_a prior(a) exp(Q(a) / T): the KL-regularised backup."""
+    online, target, tokens, action_mask, rewards = example()
+    prior = torch.log_softmax(
+        torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0] * 3, [0.0] * 3]]), -1
+    )
+    temperature = 0.5
+    _, y, _ = token_td_targets(
+        online, target, tokens, action_mask, rewards, "soft", temperature, prior_logprobs=prior
+    )
+    p = [math.exp(v) for v in prior[0, 1].tolist()]
+    q = target[0, 1].tolist()
+    v1 = temperature * math.log(sum(pa * math.exp(qa / temperature) for pa, qa in zip(p, q)))
+    assert y[0, 0].item() == pytest.approx(v1, rel=1e-6)
+    # Q = 0 everywhere gives V = 0 for any prior: the anchored Q starts consistent
+    zeros = torch.zeros_like(target)
+    _, y0, _ = token_td_targets(
+        zeros, zeros, tokens, action_mask, rewards * 0, "soft", 0.1, prior_logprobs=prior
+    )
+    assert y0.abs().max().item() == pytest.approx(0.0, abs=1e-6)

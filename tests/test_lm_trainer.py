@@ -515,3 +515,11 @@ def test_shaped_rewards_telescope_to_the_text_reward(toy):
     for i in has_x:  # the first x is credited on the token itself
         first_x = texts[i].split().index("x")
         assert rewards[i, batch.prompt_tokens + first_x] > 0
+
+
+@pytest.mark.parametrize("kind", ["max", "double"])
+def test_other_td_kinds_and_bfloat16_train(toy, tmp_path, kind):
+    trainer = train(toy(kind=kind, dtype="bfloat16", rounds=2), tmp_path / "run")
+    assert next(trainer.model.parameters()).dtype == torch.bfloat16
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 2 and all(math.isfinite(float(r["td_loss"])) for r in rows)
