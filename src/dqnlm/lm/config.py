@@ -101,7 +101,9 @@ class LMConfig:
     """Polyak coefficient per target update, in (0, 1]."""
 
     eval_prompts: int = 100
-    """Held-out prompts scored after training (eval.json); 0 skips."""
+    """Prompts scored after training (eval.json); 0 skips."""
+    eval_set: str = "imdb-held-out"
+    """Prompts of that final evaluation: imdb-held-out, general, or a JSONL file."""
     checkpoint_every: int = 25
     """Rounds between checkpoints."""
 

@@ -57,13 +57,22 @@ def quiet_transformers():
         hf_logging.enable_progress_bar()
 
 
+def _location(source: str) -> tuple[str, dict]:
+    """``from_pretrained`` arguments: a ``.gguf`` file loads from its folder with ``gguf_file``."""
+    path = Path(source)
+    if path.suffix == ".gguf" and path.is_file():
+        return str(path.parent), {"gguf_file": path.name}  # transformers dequantises it
+    return source, {}
+
+
 def load_tokenizer(source: str):
     """The tokenizer of ``source``, given a pad token (end-of-text) when it has none."""
     from transformers import AutoTokenizer
 
+    where, extra = _location(source)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(where, **extra)
     except (OSError, ValueError) as e:
         raise DQNLMError(_load_error(source, e)) from None
     if tokenizer.pad_token_id is None:
@@ -77,15 +86,16 @@ def load_tokenizer(source: str):
 
 
 def load_model(source: str, dtype: str = "float32", device: str | torch.device = "cpu"):
-    """``AutoModelForCausalLM`` from a directory or hub name, in eval mode (dropout off).
+    """``AutoModelForCausalLM`` from a directory, hub name or ``.gguf`` file, in eval mode.
 
     Dropout stays off during training too: it would make Q, its targets and the KL noisy.
     """
     from transformers import AutoModelForCausalLM
 
+    where, extra = _location(source)
     try:
         with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
     except (OSError, ValueError) as e:
         raise DQNLMError(_load_error(source, e)) from None
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -139,6 +139,8 @@ class LMTrainer:
         # cheap checks first, so bad input fails before any pretraining or loading
         self.reward = parse_reward(cfg.reward)
         self.prompts = load_prompts(cfg.prompts)
+        if cfg.eval_prompts:
+            load_prompts(cfg.eval_set)  # a bad file fails now, not after training
         offline = (
             read_jsonl(cfg.offline_data, {"prompt": str, "completion": str, "reward": (int, float)})
             if cfg.offline_data
@@ -374,7 +376,7 @@ class LMTrainer:
             return None
         from dqnlm.lm.evaluate import evaluate
 
-        result = evaluate(self, load_prompts("imdb-held-out"), cfg.eval_prompts, progress=progress)
+        result = evaluate(self, load_prompts(cfg.eval_set), cfg.eval_prompts, progress=progress)
         atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
         return result
 
