@@ -50,7 +50,7 @@ class LMConfig:
 
     rounds: int = 100
     """Training length, in rounds (online: generate a batch, then update)."""
-    prompts_per_round: int = 32
+    prompts_per_round: int = 64
     """Texts generated per round."""
     prompt_tokens: int = 16
     """Prompts are left-padded to this many tokens; longer prompts keep their last ones."""
@@ -73,13 +73,13 @@ class LMConfig:
     """Discount per token, in [0, 1]."""
     lam: float = 0.9
     """TD(lambda) mixing; carries the end-of-text reward back to early tokens."""
-    updates_per_round: int = 8
+    updates_per_round: int = 4
     """TD updates per round: the off-policy reuse ratio."""
-    batch_size: int = 32
+    batch_size: int = 64
     """Sequences per TD update."""
     replay_capacity: int = 512
     """Sequences kept for replay (the newest)."""
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     """AdamW step size."""
     max_grad_norm: float = 1.0
     """Clip the gradient's global L2 norm to this; 0 disables clipping."""
