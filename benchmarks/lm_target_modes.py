@@ -61,7 +61,28 @@ def run_one(variant: str, seed: int, root: Path, threads: int) -> dict:
             text=True,
         ).stdout
     )
-    return {"variant": variant, "seed": seed, "seconds": seconds, "imdb": imdb, "general": general}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "seconds": seconds,
+        "imdb": imdb,
+        "general": general,
+        "training": training_stats(run_dir),
+    }
+
+
+def training_stats(run_dir: Path, last: int = 50) -> dict:
+    """Per-round training reward over the last ``last`` rounds (mean, std) and the final mean Q."""
+    from dqnlm.metrics import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.csv")[-last:]
+    rewards = [float(r["reward"]) for r in rows]
+    return {
+        "reward_mean": statistics.fmean(rewards),
+        "reward_std": statistics.pstdev(rewards),
+        "kl_max": max(float(r["kl"]) for r in rows),
+        "mean_q": float(rows[-1]["mean_q"]),
+    }
 
 
 def table(results: list[dict], baseline: dict) -> str:
@@ -70,25 +91,33 @@ def table(results: list[dict], baseline: dict) -> str:
         f"reviews): mean VADER {baseline['mean']:+.3f}.",
         "",
         "| target | seed | IMDb reward | IMDb KL (nats) | IMDb distinct-2 | ref ppl "
-        "| general reward | general KL | general distinct-2 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| general reward | general KL | general distinct-2 | train reward, last 50 rounds "
+        "| max train KL | final mean Q |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        i, g = r["imdb"], r["general"]
+        i, g, t = r["imdb"], r["general"], r["training"]
         lines.append(
             f"| {r['variant']} | {r['seed']} | {i['reward']:+.3f} | {i['kl']:.2f} | "
             f"{i['distinct_2']:.3f} | {i['ref_perplexity']:.1f} | {g['reward']:+.3f} | "
-            f"{g['kl']:.2f} | {g['distinct_2']:.3f} |"
+            f"{g['kl']:.2f} | {g['distinct_2']:.3f} | {t['reward_mean']:.3f} +/- "
+            f"{t['reward_std']:.3f} | {t['kl_max']:.1f} | {t['mean_q']:+.3f} |"
         )
-    lines += ["", "| target | median IMDb reward | median IMDb KL | median general reward |"]
-    lines += ["|---|---|---|---|"]
+    lines += [
+        "",
+        "| target | median IMDb reward | median IMDb KL | median general reward "
+        "| median general KL | median train-reward std |",
+        "|---|---|---|---|---|---|",
+    ]
     for variant in VARIANTS:
         rows = [r for r in results if r["variant"] == variant]
         if rows:
             lines.append(
                 f"| {variant} | {statistics.median(r['imdb']['reward'] for r in rows):+.3f} | "
                 f"{statistics.median(r['imdb']['kl'] for r in rows):.2f} | "
-                f"{statistics.median(r['general']['reward'] for r in rows):+.3f} |"
+                f"{statistics.median(r['general']['reward'] for r in rows):+.3f} | "
+                f"{statistics.median(r['general']['kl'] for r in rows):.2f} | "
+                f"{statistics.median(r['training']['reward_std'] for r in rows):.3f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -101,7 +130,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument(
+        "--table-only", action="store_true", help="rebuild --out from an existing --json"
+    )
     args = parser.parse_args()
+    if args.table_only:
+        data = json.loads(args.json.read_text())
+        for r in data["runs"]:  # runs made before training_stats existed
+            r.setdefault("training", training_stats(args.root / f"{r['variant']}-s{r['seed']}"))
+        args.json.write_text(json.dumps(data, indent=1))
+        args.out.write_text(table(data["runs"], data["baseline"]))
+        print(args.out.read_text())
+        return
     args.root.mkdir(parents=True, exist_ok=True)
     jobs = [(v, s) for s in args.seeds for v in args.variants]
     threads = max(1, 2 // args.workers)
