@@ -6,7 +6,7 @@ on held-out IMDb openings (its own eval.json) and on the `general` prompts (ever
 openings unlike movie reviews). Also measures the VADER baseline of real IMDb
 continuations. Writes a markdown table and the raw JSON.
 
-    .venv/bin/python benchmarks/lm_target_modes.py --out docs/benchmarks-lm-table.md \
+    .venv/bin/python benchmarks/lm_target_modes.py --root runs/lm-target-modes --out docs/data/lm_target_modes.md \
         --json docs/data/lm_target_modes.json
 """
 
