@@ -86,7 +86,8 @@ class LMConfig:
     shaping: bool = False
     """Potential-based reward shaping: each token earns the change in reward of the text so
     far. Per-text returns are unchanged (they telescope) but credit lands on the tokens that
-    earned it. Scores every prefix: new_tokens reward calls per text (cheap for vader)."""
+    earned it. Scores every prefix: new_tokens reward calls per text (cheap for vader).
+    Online only: offline rewards stay on each completion's last token."""
     kl_penalty: float = 0.0
     """Weight of the exact per-token KL(pi || pi_ref) over the vocabulary, added to the loss
     on replayed states: a trust region against drift that the TD loss does not constrain."""
