@@ -447,11 +447,9 @@ class LMTrainer:
             with torch.no_grad():
                 for name in trainer._trained_tensors():
                     params[name].copy_(tensors[f"model.{name}"])
-                target = trainer._target_tensors()
-                for name, value in target.items():
+                # the lagged tensors themselves (a full copy, or LoRA's adapter shadows)
+                for name, value in trainer._target_tensors().items():
                     value.copy_(tensors[f"target.{name}"])
-                if trainer.config.lora_rank > 0 and target:
-                    trainer.target.load_state_dict({n: tensors[f"target.{n}"] for n in target})
             load_optimizer_state(trainer.optimizer, tensors, ckpt.meta["optimizer"])
             torch.set_rng_state(tensors["rng.torch"])
             trainer.rng.bit_generator.state = ckpt.meta["rng"]["prompts"]
