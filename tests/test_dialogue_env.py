@@ -111,3 +111,23 @@ def test_rule_agent_success_rate_on_test_goals(env):
 def test_noise_hurts_the_rule_agent():
     noisy = DialogueEnv(DialogueConfig(split="test", slot_error_rate=0.1, intent_error_rate=0.1))
     assert evaluate(noisy, RuleAgent(noisy.domain))["success_rate"] < 0.45
+
+
+def test_registered_env_trains_with_the_control_dqn(tmp_path):
+    """`dqnlm train --env dqnlm.dialogue:Dialogue-v0` works end to end (a tiny run)."""
+    from dqnlm.cli import main
+
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--env", "dqnlm.dialogue:Dialogue-v0", "--total-steps", "300"]
+        + ["--set", "learning_starts=100", "--set", "eval_interval=0"]
+        + [
+            "--set",
+            "final_eval_episodes=2",
+            "--run-dir",
+            str(run),
+            "--no-progress",
+            "--no-tensorboard",
+        ]
+    )
+    assert code == 0 and (run / "eval.json").is_file()

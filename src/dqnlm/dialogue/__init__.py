@@ -2,6 +2,8 @@
 user goals, an agenda-based user simulator, a state tracker, a Gymnasium environment,
 a rule baseline agent, and template NLG / rule NLU."""
 
+import gymnasium
+
 from dqnlm.dialogue.acts import DONT_CARE, NO_MATCH, Act
 from dqnlm.dialogue.agents import RuleAgent, evaluate
 from dqnlm.dialogue.config import DialogueConfig
@@ -35,3 +37,6 @@ __all__ = [
     "load_domain",
     "parse_domain",
 ]
+
+# `dqnlm train --env dqnlm.dialogue:Dialogue-v0`: gymnasium imports this module, then makes it
+gymnasium.register("Dialogue-v0", entry_point="dqnlm.dialogue.env:DialogueEnv")
