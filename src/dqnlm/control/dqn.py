@@ -35,6 +35,7 @@ from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.core.td import double_value, greedy_value, td_target
+from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger
 
@@ -43,14 +44,6 @@ from dqnlm.metrics import MetricsLogger
 VALIDATION_SEED_OFFSET = 1_000_003
 TEST_SEED_OFFSET = 2_000_006
 CHECKPOINTS = "checkpoints"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DQNLMError("device 'cuda' was requested but CUDA is not available")
-    return torch.device(name)
 
 
 def _crossed(before: int, now: int, interval: int) -> bool:

@@ -20,14 +20,6 @@ from dqnlm.errors import DQNLMError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DQNLMError("device cuda was requested but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def resolve_model_source(spec: str, progress: bool = True) -> str:
     """The directory or hub name to load; the embedded default is pretrained on first use."""
     from dqnlm.lm.pretrain import SUMMARY, PretrainConfig, default_model_dir, pretrain

@@ -184,14 +184,14 @@ def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = T
             "seconds": time.perf_counter() - started,
         }
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=1))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Put directory ``new`` at ``target``; an older ``target`` is swapped out, then removed."""
     old = None
     if target.exists():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from dqnlm.core.checkpoint import (
 )
 from dqnlm.core.losses import td_loss
 from dqnlm.core.target import TargetNetwork
+from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.lm.config import LMConfig
 from dqnlm.lm.data import load_prompts, read_jsonl
@@ -51,9 +53,9 @@ from dqnlm.lm.models import (
     load_tokenizer,
     quiet_transformers,
     reference_of,
-    resolve_device,
     resolve_model_source,
 )
+from dqnlm.lm.pretrain import replace_dir
 from dqnlm.lm.qlearning import token_td_targets
 from dqnlm.lm.rewards import parse_reward
 from dqnlm.metrics import MetricsLogger
@@ -466,17 +468,13 @@ class LMTrainer:
 
     def save_model(self, out: Path) -> Path:
         """The tuned model as a Hugging Face directory (LoRA: the adapter), written atomically."""
-        import tempfile
-
-        from dqnlm.lm.pretrain import _replace_dir
-
         out = Path(out)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         try:
             with quiet_transformers():
                 self.model.save_pretrained(tmp)
                 self.tokenizer.save_pretrained(tmp)
-            _replace_dir(tmp, out)
+            replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
