@@ -100,6 +100,7 @@ def test_config_errors_are_named():
 
 def test_rule_agent_success_rate_on_test_goals(env):
     result = evaluate(env, RuleAgent(env.domain), seed=0)
+    assert set(result) == {"success_rate", "avg_turns", "avg_reward", "episodes"}
     assert result["episodes"] == 60
     assert result["success_rate"] == pytest.approx(0.533, abs=0.01)  # measured: 32 / 60
     assert 0.3 < result["success_rate"] < 0.75  # TC-Bot reports about 0.4 for its rule agent

@@ -1,5 +1,6 @@
 """Template NLG and rule NLU: a round trip over every user template and every user turn of
-whole dialogues, agent text for every action, and any input string parses."""
+whole dialogues (in every bundled domain), agent text for every action, and any input
+string parses."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from dqnlm.dialogue import NLG, NLU, Act, DialogueConfig, DialogueEnv, RuleAgent, load_domain
 from dqnlm.dialogue.acts import DONT_CARE, NO_MATCH, UNKNOWN
 from dqnlm.dialogue.nlg import user_templates
+from dqnlm.dialogue.schema import bundled_domains
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,13 @@ def nlg(domain):
 @pytest.fixture(scope="module")
 def nlu(domain):
     return NLU(domain)
+
+
+@pytest.fixture(scope="module", params=bundled_domains())
+def bundled(request):
+    """Each bundled domain (movie, restaurant) with its NLG and NLU."""
+    domain = load_domain(request.param)
+    return domain, NLG(domain), NLU(domain)
 
 
 def single_slot_acts(domain):
@@ -47,7 +56,8 @@ def single_slot_acts(domain):
             yield Act(intent), variant
 
 
-def test_round_trip_over_every_user_template(domain, nlg, nlu):
+def test_round_trip_over_every_user_template(bundled):
+    domain, nlg, nlu = bundled
     failures = [
         (text, act, nlu.parse(text))
         for act, variant in single_slot_acts(domain)
@@ -57,8 +67,9 @@ def test_round_trip_over_every_user_template(domain, nlg, nlu):
     assert failures == []
 
 
-def test_round_trip_over_whole_dialogues(domain, nlu):
-    env = DialogueEnv(DialogueConfig(split="test"))
+def test_round_trip_over_whole_dialogues(bundled):
+    domain, _, nlu = bundled
+    env = DialogueEnv(DialogueConfig(domain=domain.name, split="test"))
     checked = 0
     for agent in (RuleAgent(domain), RuleAgent(domain, domain.informable)):
         for goal in range(len(env.goals)):

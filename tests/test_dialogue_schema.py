@@ -1,4 +1,4 @@
-"""Domain schemas: the bundled movie domain, the action layout, and validation errors
+"""Domain schemas: the bundled domains, the action layout, and validation errors
 that name the file and the field."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def error(tmp_path, data, name="domain.json") -> str:
 
 
 def test_movie_domain_is_bundled_and_complete():
-    assert "movie" in bundled_domains()
+    assert bundled_domains() == ["movie", "restaurant"]
     domain = load_domain("movie")
     assert domain.name == "movie"
     assert len(domain.acts) == 11
@@ -45,6 +45,22 @@ def test_movie_domain_is_bundled_and_complete():
     assert domain.slot("numberofpeople").informable and not domain.slot("numberofpeople").in_kb
     assert domain.ticket_slot == "ticket" and domain.booking_slot == "taskcomplete"
     assert all(len(domain.slot(s).values) >= 4 for s in domain.informable)
+    # TC-Bot's RequestBasicsDialogueAgent slots, in its order
+    assert domain.rule_agent_slots == (
+        "moviename",
+        "starttime",
+        "city",
+        "date",
+        "theater",
+        "numberofpeople",
+    )
+
+
+def test_rule_agent_slots_default_to_the_required_constraints(raw):
+    data = copy.deepcopy(raw)
+    del data["rule_agent_slots"]
+    domain = parse_domain(data)
+    assert domain.rule_agent_slots == ("moviename", "numberofpeople")
 
 
 def test_agent_actions_are_enumerated_in_a_fixed_order():
@@ -100,6 +116,18 @@ def mutate(raw, change):
         (
             lambda d: d["first_turn_slots"].append("price"),
             "first_turn_slots: unknown informable slot 'price'",
+        ),
+        (
+            lambda d: d["rule_agent_slots"].append("price"),
+            "rule_agent_slots: unknown informable slot 'price'",
+        ),
+        (
+            lambda d: d["rule_agent_slots"].append("theatre"),
+            "rule_agent_slots: unknown informable slot 'theatre' (did you mean 'theater'?)",
+        ),
+        (
+            lambda d: d.__setitem__("rule_agent_slots", "moviename"),
+            "rule_agent_slots: must be a list of non-empty strings",
         ),
         (
             lambda d: d["generation"].__setitem__("kb_size", "big"),

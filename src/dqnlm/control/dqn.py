@@ -21,7 +21,6 @@ from dqnlm.config_io import to_toml
 from dqnlm.control.config import DQNConfig
 from dqnlm.control.envs import env_spaces, make_vec_env, run_episodes
 from dqnlm.control.metrics import COLUMNS, plot_runs
-from dqnlm.control.networks import QNetwork
 from dqnlm.core.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -31,6 +30,7 @@ from dqnlm.core.checkpoint import (
     save_checkpoint,
 )
 from dqnlm.core.losses import td_loss
+from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork

@@ -13,19 +13,19 @@ from dqnlm.dialogue.schema import Domain
 from dqnlm.dialogue.tracker import StateTracker
 from dqnlm.errors import ConfigError
 
-KEY_SLOTS = ("moviename", "starttime", "city", "date", "theater", "numberofpeople")
-"""The slots TC-Bot's rule agent (RequestBasicsDialogueAgent) asks for, in its order."""
-
 
 class RuleAgent:
     """TC-Bot's rule baseline, played fairly: ask each key slot the user has not stated,
     in order; then propose the booking; then answer what the user asks about the booked
-    showing; thank the user once it thanks, and close when it denies the booking.
+    record; thank the user once it thanks, and close when it denies the booking.
 
-    It never asks for constraints outside ``key_slots``, so it fails the goals whose other
-    constraints the user did not volunteer (the booking must state every constraint)."""
+    ``key_slots`` defaults to the domain's ``rule_agent_slots`` (for movie, the slots of
+    TC-Bot's RequestBasicsDialogueAgent, in its order). It never asks for constraints
+    outside them, so it fails the goals whose other constraints the user did not
+    volunteer (the booking must state every constraint)."""
 
-    def __init__(self, domain: Domain, key_slots: tuple[str, ...] = KEY_SLOTS):
+    def __init__(self, domain: Domain, key_slots: tuple[str, ...] | None = None):
+        key_slots = tuple(domain.rule_agent_slots if key_slots is None else key_slots)
         unknown = [s for s in key_slots if s not in domain.informable]
         if unknown:
             raise ConfigError(f"key_slots must be informable slots of {domain.name}, got {unknown}")
@@ -55,12 +55,23 @@ class RuleAgent:
         return self._booking
 
 
-def evaluate(env: DialogueEnv, agent, seed: int = 0) -> dict[str, float]:
-    """Play every goal of ``env``'s split once (goal ``i`` seeded ``seed + i``):
-    success rate, mean return and mean agent turns."""
+def evaluate(
+    env: DialogueEnv, agent, seed: int = 0, episodes: int | None = None
+) -> dict[str, float]:
+    """Play ``episodes`` dialogues on ``env``'s split: dialogue ``i`` plays goal
+    ``i % len(goals)`` seeded ``seed + i``; None plays every goal once.
+
+    Returns ``success_rate``, ``avg_turns`` (mean agent turns per dialogue),
+    ``avg_reward`` (mean return) and ``episodes`` (dialogues played)."""
+    if episodes is None:
+        episodes = len(env.goals)
+    elif isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ConfigError(
+            f"episodes must be an integer >= 1 (or None for every goal), got {episodes!r}"
+        )
     successes, returns, steps = [], [], []
-    for i in range(len(env.goals)):
-        obs, info = env.reset(seed=seed + i, options={"goal": i})
+    for i in range(int(episodes)):
+        obs, info = env.reset(seed=seed + i, options={"goal": i % len(env.goals)})
         agent.reset()
         total, done, n = 0.0, False, 0
         while not done:
@@ -71,7 +82,7 @@ def evaluate(env: DialogueEnv, agent, seed: int = 0) -> dict[str, float]:
         steps.append(n)
     return {
         "success_rate": float(np.mean(successes)),
-        "mean_return": float(np.mean(returns)),
-        "mean_turns": float(np.mean(steps)),
+        "avg_turns": float(np.mean(steps)),
+        "avg_reward": float(np.mean(returns)),
         "episodes": len(successes),
     }

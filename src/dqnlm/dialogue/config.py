@@ -40,3 +40,128 @@ class DialogueConfig:
         if problems:
             raise ConfigError("invalid dialogue config: " + "; ".join(problems))
         return self
+
+
+TARGET_UPDATES = ("epoch", "hard", "polyak", "none")
+
+
+@dataclass(frozen=True)
+class DialogueDQNConfig:
+    """A DQN dialogue policy run (TC-Bot's agent_dqn on the core): every field with its unit."""
+
+    # environment
+    domain: str = "movie"
+    """A bundled domain (movie, restaurant) or the path of a schema file."""
+    seed: int = 0
+    """Seeds the network, exploration, replay sampling and the training dialogues."""
+    max_turns: int = 40
+    """Utterances per dialogue, both sides counted (L in the rewards +2L / -L / -1)."""
+    slot_error_rate: float = 0.0
+    """User-simulator noise while training: chance that a stated slot value is swapped."""
+    intent_error_rate: float = 0.0
+    """User-simulator noise while training: chance that the user's intent is swapped."""
+    # budget
+    epochs: int = 120
+    """Training epochs; each simulates ``dialogues_per_epoch`` dialogues, then syncs the target."""
+    dialogues_per_epoch: int = 100
+    """Epsilon-greedy training dialogues per epoch."""
+    warm_start_dialogues: int = 1000
+    """Rule-agent dialogues that fill the replay before learning (part of the dialogue budget)."""
+    # network and acting
+    hidden_sizes: tuple[int, ...] = (128,)
+    """Hidden layer widths of the MLP Q-network."""
+    action_mask: bool = True
+    """Rule out pointless actions (asking for a slot the user has stated) when acting and bootstrapping."""
+    exploration_initial_eps: float = 0.3
+    """Epsilon at the first training dialogue (after the warm start)."""
+    exploration_final_eps: float = 0.0
+    """Epsilon after the decay."""
+    exploration_fraction: float = 0.5
+    """Fraction of the training dialogues over which epsilon decays linearly."""
+    # TD learning
+    gamma: float = 0.95
+    """Discount per agent turn."""
+    double_dqn: bool = True
+    """Double DQN targets: the online net picks the next action, the target net values it."""
+    reward_scale: float = 0.025
+    """Rewards are multiplied by this for learning (0.025 = 1/L at L=40 keeps Q near [-1, 2])."""
+    loss: str = "huber"
+    """TD loss: huber or mse."""
+    learning_rate: float = 5e-4
+    """Adam step size."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clip (0: no clipping)."""
+    batch_size: int = 32
+    """Transitions per gradient update."""
+    buffer_size: int = 50_000
+    """Replay capacity in transitions (agent turns)."""
+    train_freq: int = 1
+    """Agent turns between gradient updates."""
+    target_update: str = "epoch"
+    """epoch: hard copy after every epoch (TC-Bot); hard: every target_update_period updates;
+    polyak: EMA with tau after every update; none: bootstrap from the online network."""
+    target_update_period: int = 250
+    """Gradient updates between hard copies (target_update = hard)."""
+    tau: float = 0.01
+    """Polyak rate per gradient update (target_update = polyak)."""
+    # evaluation and outputs
+    eval_interval: int = 5
+    """Epochs between greedy evaluations on training goals (validation; test goals stay unseen)."""
+    eval_episodes: int = 240
+    """Dialogues per validation evaluation."""
+    keep_best: bool = True
+    """The saved policy is the one with the best validation success, not the last."""
+    test_episodes: int = 0
+    """Dialogues in the final held-out evaluation (0: every test goal once)."""
+    checkpoint_interval: int = 10
+    """Epochs between resumable checkpoints."""
+    device: str = "cpu"
+    """cpu, cuda or auto (small MLPs run fastest on the CPU)."""
+
+    def env_config(self, split: str = "train") -> DialogueConfig:
+        return DialogueConfig(
+            self.domain, split, self.max_turns, self.slot_error_rate, self.intent_error_rate
+        )
+
+    @property
+    def total_dialogues(self) -> int:
+        return self.warm_start_dialogues + self.epochs * self.dialogues_per_epoch
+
+    def validate(self) -> DialogueDQNConfig:
+        problems = self.env_config().errors()
+        positive = (
+            "epochs dialogues_per_epoch batch_size buffer_size train_freq "
+            "target_update_period eval_interval eval_episodes checkpoint_interval"
+        )
+        for name in positive.split():
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warm_start_dialogues", "test_episodes"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            problems.append(f"hidden_sizes must be positive widths, got {list(self.hidden_sizes)}")
+        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.gamma <= 1.0:
+            problems.append(f"gamma must be in (0, 1], got {self.gamma}")
+        if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
+            problems.append(f"reward_scale must be > 0, got {self.reward_scale}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_grad_norm < 0:
+            problems.append(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        if not 0.0 < self.tau <= 1.0:
+            problems.append(f"tau must be in (0, 1], got {self.tau}")
+        if self.loss not in ("huber", "mse"):
+            problems.append(f"loss must be huber or mse, got {self.loss!r}")
+        if self.target_update not in TARGET_UPDATES:
+            problems.append(
+                f"target_update must be one of {', '.join(TARGET_UPDATES)}, got {self.target_update!r}"
+            )
+        if self.device not in ("cpu", "cuda", "auto"):
+            problems.append(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if problems:
+            raise ConfigError("invalid dialogue DQN config: " + "; ".join(problems))
+        return self

@@ -3,8 +3,9 @@
 The file lists the dialogue acts, the slots (informable: a user constraint the agent
 may ask for; requestable: something the user may ask the agent), the slot the user
 finally asks for (``ticket``) and the one the agent informs to propose a booking
-(``taskcomplete``), how the knowledge base and user goals are generated, and optional
-NLG templates. ``load_domain("movie")`` reads the bundled movie-ticket domain.
+(``taskcomplete``), the slots the rule baseline agent asks for, how the knowledge base
+and user goals are generated, and optional NLG templates. ``load_domain("movie")`` reads
+the bundled movie-ticket domain, ``load_domain("restaurant")`` the table-booking one.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Domain:
     """The slot the agent informs to propose a booking (``taskcomplete``, TC-Bot's match found)."""
     first_turn_slots: tuple[str, ...]
     """Constraints the user always states in its opening turn (TC-Bot: the movie name)."""
+    rule_agent_slots: tuple[str, ...]
+    """Informable slots the rule baseline agent asks for, in order (default: the
+    generation's ``required_constraints``)."""
     generation: Generation
     """How the knowledge base and user goals are synthesised."""
     templates: dict[str, Any]
@@ -221,6 +225,7 @@ _TOP_KEYS = (
     "ticket_slot",
     "booking_slot",
     "first_turn_slots",
+    "rule_agent_slots",
     "generation",
     "templates",
 )
@@ -363,6 +368,11 @@ def parse_domain(data: Any, source: str = "<domain>") -> Domain:
     first = check.strings(top, "first_turn_slots", "first_turn_slots", default=())
     check.names(first, informable, "first_turn_slots", "informable slot")
     generation = _parse_generation(check, top.get("generation"), slots)
+    rule_slots = check.strings(top, "rule_agent_slots", "rule_agent_slots", default=None)
+    if rule_slots is None:  # already checked as generation.required_constraints
+        rule_slots = generation.required_constraints
+    else:
+        check.names(rule_slots, informable, "rule_agent_slots", "informable slot")
     templates = _check_templates(check, top.get("templates", {}), names, acts)
     check.raise_if_any()
     return Domain(
@@ -374,6 +384,7 @@ def parse_domain(data: Any, source: str = "<domain>") -> Domain:
         ticket_slot=ticket,
         booking_slot=booking,
         first_turn_slots=first,
+        rule_agent_slots=rule_slots,
         generation=generation,
         templates=templates,
         source=source,

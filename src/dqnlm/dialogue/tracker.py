@@ -35,6 +35,16 @@ class StateTracker:
         n_acts, n_slots = len(domain.acts) + 1, len(domain.slot_names)
         self._turn_slots = max_turns // 2 + 1
         self.dim = 2 * n_acts + 7 * n_slots + 1 + len(MATCH_BUCKETS) + 1 + self._turn_slots + 1
+        # action masking reads the state vector, so replayed next states carry their masks:
+        # request(slot) is pointless once the user has stated the slot
+        known_offset = 2 * (n_acts + 2 * n_slots)
+        self.mask_features = np.array(
+            [
+                known_offset + self._slot[a.slot] if a.intent == "request" else -1
+                for a in self.actions
+            ]
+        )
+        """For each action, the state entry that rules it out when set (-1: never ruled out)."""
 
     def reset(self, opening: Act) -> None:
         """Start a dialogue from the user's opening act."""
@@ -88,6 +98,10 @@ class StateTracker:
         """How many KB records satisfy the known constraints."""
         return int(self.kb.mask(self.known).sum())
 
+    def action_mask(self) -> np.ndarray:
+        """Which actions make sense now (bool per action); see ``invalid_actions``."""
+        return ~invalid_actions(self.state()[None], self.mask_features)[0]
+
     # ------------------------------------------------------------------------- state
     def state(self) -> np.ndarray:
         """The state vector, every entry in [0, 1]:
@@ -133,3 +147,12 @@ class StateTracker:
         hot = np.zeros(len(self._slot))
         hot[[self._slot[s] for s in slots if s in self._slot]] = 1.0
         return hot
+
+
+def invalid_actions(states, mask_features):
+    """Actions ruled out in each state (batch x actions), from the state vectors alone.
+
+    Works on numpy arrays and torch tensors alike; ``mask_features`` is
+    :attr:`StateTracker.mask_features`."""
+    ruled = states[:, mask_features.clip(min=0)] > 0.5
+    return ruled & (mask_features >= 0)

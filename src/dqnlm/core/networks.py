@@ -1,4 +1,4 @@
-"""The Q-network: an MLP from a flat observation to one Q-value per action."""
+"""The Q-network: an MLP from a flat observation to one Q-value per action (control and dialogue)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,461 @@
+"""A DQN dialogue policy against the user simulator (TC-Bot's agent_dqn, on the core).
+
+``DialogueDQN.learn`` is the whole loop, top to bottom: fill the replay with the
+rule agent's dialogues (warm start), then run epochs. An epoch simulates
+``dialogues_per_epoch`` epsilon-greedy dialogues on training goals with a TD update
+every ``train_freq`` agent turns, syncs the target network (TC-Bot's hard copy per
+epoch, or per-update hard/polyak rules), and every ``eval_interval`` epochs plays
+greedy dialogues on training goals to track (and keep) the best policy. Held-out
+test goals are played only once, at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from dqnlm.config_io import load_toml, replace, to_toml
+from dqnlm.core.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    atomic_write_text,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state,
+    save_checkpoint,
+)
+from dqnlm.core.losses import td_loss
+from dqnlm.core.networks import QNetwork
+from dqnlm.core.replay import ReplayBuffer
+from dqnlm.core.schedules import linear
+from dqnlm.core.target import TargetNetwork
+from dqnlm.core.td import double_value, greedy_value, td_target
+from dqnlm.device import resolve_device
+from dqnlm.dialogue.agents import RuleAgent, evaluate
+from dqnlm.dialogue.config import DialogueDQNConfig
+from dqnlm.dialogue.env import DialogueEnv
+from dqnlm.dialogue.tracker import StateTracker, invalid_actions
+from dqnlm.errors import DQNLMError, TrainingDiverged
+from dqnlm.metrics import MetricsLogger, read_metrics
+
+COLUMNS = (
+    "step",  # dialogues simulated so far, warm start included
+    "epoch",
+    "time_s",
+    "train_success",
+    "train_turns",
+    "train_reward",
+    "eval_success",
+    "eval_turns",
+    "eval_reward",
+    "loss",
+    "mean_q",
+    "epsilon",
+)
+POLICY = "policy.safetensors"
+CHECKPOINTS = "checkpoints"
+VALIDATION_SEED = 1_000_003  # greedy evaluations on training goals; never a training seed
+TEST_SEED = 2_000_006
+
+
+class QPolicy:
+    """A Q-network as a dialogue agent: the greedy action, among the allowed ones."""
+
+    def __init__(self, q_net: QNetwork, mask_features: np.ndarray | None):
+        self.q_net = q_net
+        self.mask_features = None if mask_features is None else torch.as_tensor(mask_features)
+
+    def q_values(self, obs: np.ndarray) -> torch.Tensor:
+        """Q-values of one state, -inf on ruled-out actions."""
+        with torch.no_grad():
+            state = torch.as_tensor(obs, dtype=torch.float32)[None]
+            device = next(self.q_net.parameters()).device
+            q = self.q_net(state.to(device)).cpu()
+        if self.mask_features is not None:
+            q = q.masked_fill(invalid_actions(state, self.mask_features), -math.inf)
+        return q[0]
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, tracker: StateTracker | None = None) -> int:
+        return int(self.q_values(obs).argmax())
+
+
+class DialogueDQN:
+    """Deep Q-learning of a dialogue policy with replay, a target network and a warm start.
+
+    >>> agent = DialogueDQN(DialogueDQNConfig(epochs=50), run_dir="runs/movie")
+    >>> agent.learn()                       # doctest: +SKIP
+    """
+
+    def __init__(self, config: DialogueDQNConfig, run_dir: str | Path | None = None) -> None:
+        self.config = cfg = config.validate()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = resolve_device(cfg.device)
+        self.env = DialogueEnv(cfg.env_config("train"))
+        tracker = self.env.tracker
+        torch.manual_seed(cfg.seed)
+        self.q_net = QNetwork(tracker.dim, len(tracker.actions), cfg.hidden_sizes).to(self.device)
+        # "epoch" is a hard copy that learn() triggers once per epoch
+        mode = "hard" if cfg.target_update == "epoch" else cfg.target_update
+        period = 1 if cfg.target_update in ("epoch", "polyak") else cfg.target_update_period
+        self.target = TargetNetwork(self.q_net, mode, period, cfg.tau)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+        self.replay = ReplayBuffer(cfg.buffer_size, (tracker.dim,), seed=cfg.seed + 1)
+        self.mask_features = tracker.mask_features if cfg.action_mask else None
+        self._mask = None if self.mask_features is None else torch.as_tensor(self.mask_features)
+        self.policy = QPolicy(self.q_net, self.mask_features)
+        self.rng = np.random.default_rng(cfg.seed)  # exploration and training goals
+        trained = cfg.epochs * cfg.dialogues_per_epoch
+        self.epsilon = linear(
+            cfg.exploration_initial_eps,
+            cfg.exploration_final_eps,
+            max(int(cfg.exploration_fraction * trained), 1),
+        )
+        # counters, saved in checkpoints
+        self.epoch = 0
+        self.dialogues = 0  # warm start included
+        self.turns = 0  # agent turns simulated for training
+        self.num_updates = 0
+        self.elapsed = 0.0
+        self.best_success = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.last_checkpoint: Path | None = None
+
+    # ----------------------------------------------------------------- acting
+    def act(self, obs: np.ndarray, epsilon: float) -> int:
+        """Epsilon-greedy over the allowed actions."""
+        if self.rng.random() < epsilon:
+            allowed = (
+                np.flatnonzero(self.env.tracker.action_mask()) if self._mask is not None else None
+            )
+            n = len(self.env.tracker.actions)
+            return (
+                int(self.rng.choice(allowed)) if allowed is not None else int(self.rng.integers(n))
+            )
+        return self.policy.act(obs)
+
+    def _play(self, choose, learn: bool = True) -> tuple[bool, float, int]:
+        """One training dialogue on a random training goal; every turn goes to replay."""
+        cfg = self.config
+        obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
+        done, total, n, info = False, 0.0, 0, {}
+        while not done:
+            action = choose(obs)
+            next_obs, reward, done, _, info = self.env.step(action)
+            self.replay.add(
+                obs[None],
+                [action],
+                [reward * cfg.reward_scale],
+                next_obs[None],
+                [done],
+                [cfg.gamma],
+            )
+            obs, total, n = next_obs, total + reward, n + 1
+            if learn:
+                self.turns += 1
+                if self.turns % cfg.train_freq == 0 and len(self.replay) >= cfg.batch_size:
+                    self._update()
+        self.dialogues += 1
+        return info["success"], total, n
+
+    def _rule_act(self, obs: np.ndarray) -> int:
+        return self._rule.act(obs, self.env.tracker)
+
+    # --------------------------------------------------------------- learning
+    def _masked(self, q: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        if self._mask is None:
+            return q
+        return q.masked_fill(invalid_actions(states, self._mask), -math.inf)
+
+    def _update(self) -> None:
+        cfg = self.config
+        batch = self.replay.sample(cfg.batch_size)
+        if cfg.double_dqn:
+            q_all = self.q_net(torch.cat([batch.obs, batch.next_obs]))
+            q_obs, next_online = q_all[: cfg.batch_size], q_all[cfg.batch_size :].detach()
+        else:
+            q_obs = self.q_net(batch.obs)
+        q = q_obs.gather(1, batch.actions[:, None]).squeeze(1)
+        with torch.no_grad():
+            next_target = self._masked(self.target(batch.next_obs), batch.next_obs)
+            if cfg.double_dqn:
+                next_value = double_value(self._masked(next_online, batch.next_obs), next_target)
+            else:
+                next_value = greedy_value(next_target)
+            target = td_target(batch.rewards, next_value, batch.terminated, batch.discounts)
+        loss, _ = td_loss(q, target, cfg.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.num_updates += 1
+        if cfg.target_update != "epoch":
+            self.target.update(self.num_updates)
+        self._losses.append(loss.detach())
+        self._qs.append(q.detach().mean())
+
+    def evaluate(
+        self, split: str = "test", episodes: int | None = None, seed: int = TEST_SEED, **noise
+    ) -> dict:
+        """Greedy dialogues on ``split`` goals (``episodes=None``: every goal once)."""
+        env = DialogueEnv(dataclasses.replace(self.config.env_config(split), **noise))
+        return evaluate(env, self.policy, seed=seed, episodes=episodes)
+
+    def learn(self, progress: bool = True, tensorboard: bool = True) -> dict:
+        """Train for the configured epochs; returns the held-out test evaluation."""
+        cfg = self.config
+        logger = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
+            resumed = self.dialogues if self.last_checkpoint else None
+            logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resumed, "dialogue")
+        validation = DialogueEnv(cfg.env_config("train"))
+        self._losses, self._qs = [], []
+        start = time.perf_counter() - self.elapsed
+        bar = tqdm(
+            total=cfg.total_dialogues,
+            initial=self.dialogues,
+            disable=not progress,
+            unit="dlg",
+            dynamic_ncols=True,
+            desc=f"dialogue {self.env.domain.name}",
+        )
+        postfix: dict[str, str] = {}
+        try:
+            if self.dialogues < cfg.warm_start_dialogues:
+                self._rule = RuleAgent(self.env.domain)
+                while self.dialogues < cfg.warm_start_dialogues:
+                    self._rule.reset()
+                    self._play(self._rule_act, learn=False)
+                    bar.update()
+                if logger:
+                    rule = evaluate(validation, self._rule, VALIDATION_SEED, cfg.eval_episodes)
+                    logger.log(self.dialogues, epoch=0, **_prefixed(rule, "eval"))
+            while self.epoch < cfg.epochs:
+                outcomes = []
+                for _ in range(cfg.dialogues_per_epoch):
+                    eps = self.epsilon(self.dialogues - cfg.warm_start_dialogues)
+                    outcomes.append(self._play(lambda obs, eps=eps: self.act(obs, eps)))
+                    bar.update()
+                self.epoch += 1
+                if cfg.target_update == "epoch":
+                    self.target.update(self.epoch)
+                row = {
+                    "train_success": float(np.mean([o[0] for o in outcomes])),
+                    "train_reward": float(np.mean([o[1] for o in outcomes])),
+                    "train_turns": float(np.mean([o[2] for o in outcomes])),
+                    "epsilon": eps,
+                }
+                if self._losses:
+                    row["loss"] = torch.stack(self._losses).mean().item()
+                    row["mean_q"] = torch.stack(self._qs).mean().item()
+                    self._losses, self._qs = [], []
+                    if not (math.isfinite(row["loss"]) and math.isfinite(row["mean_q"])):
+                        raise TrainingDiverged(
+                            f"training diverged in epoch {self.epoch}: loss={row['loss']}, "
+                            f"mean Q={row['mean_q']}; last good checkpoint: "
+                            f"{self.last_checkpoint or 'none yet'}"
+                        )
+                postfix["train"] = f"{row['train_success']:.2f}"
+                if self.epoch % cfg.eval_interval == 0 or self.epoch == cfg.epochs:
+                    result = evaluate(validation, self.policy, VALIDATION_SEED, cfg.eval_episodes)
+                    row.update(_prefixed(result, "eval"))
+                    postfix["val"] = f"{result['success_rate']:.2f}"
+                    postfix["turns"] = f"{result['avg_turns']:.1f}"
+                    if result["success_rate"] > self.best_success:
+                        self.best_success = result["success_rate"]
+                        self.best_state = {k: v.clone() for k, v in self.q_net.state_dict().items()}
+                postfix["eps"] = f"{eps:.2f}"
+                bar.set_postfix(postfix, refresh=False)
+                self.elapsed = time.perf_counter() - start
+                if logger:
+                    logger.log(self.dialogues, epoch=self.epoch, time_s=self.elapsed, **row)
+                if self.run_dir is not None and (
+                    self.epoch % cfg.checkpoint_interval == 0 or self.epoch == cfg.epochs
+                ):
+                    self.save_checkpoint()
+            bar.close()
+            if cfg.keep_best and self.best_state is not None:
+                self.q_net.load_state_dict(self.best_state)
+            final = self.evaluate("test", cfg.test_episodes or None)
+            final.update(dialogues=self.dialogues, train_seconds=round(self.elapsed, 1))
+            final["validation_success"] = self.best_success if cfg.keep_best else None
+            if self.run_dir is not None:
+                self.save_policy()
+                atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1) + "\n")
+                logger.close()
+                logger = None
+                plot_success(self.run_dir, self.run_dir / "success_rate.png")
+            return final
+        finally:
+            bar.close()
+            if logger:
+                logger.close()
+
+    # ------------------------------------------------------------ persistence
+    def save_policy(self) -> Path:
+        """The policy weights as safetensors; config.toml beside them says how to rebuild it."""
+        path = self.run_dir / POLICY
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.q_net.state_dict().items()}, tmp
+        )
+        atomic_write(path, tmp.read_bytes())
+        tmp.unlink()
+        return path
+
+    def save_checkpoint(self) -> Path:
+        """Weights, optimizer, replay, RNG states and counters, written atomically."""
+        if not all(torch.isfinite(p).all() for p in self.q_net.parameters()):
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.epoch}: the Q-network's weights are not "
+                f"finite; last good checkpoint: {self.last_checkpoint or 'none yet'}"
+            )
+        opt_tensors, opt_meta = optimizer_state(self.optimizer)
+        tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
+        tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "config": dataclasses.asdict(self.config),
+            "epoch": self.epoch,
+            "dialogues": self.dialogues,
+            "turns": self.turns,
+            "num_updates": self.num_updates,
+            "elapsed_s": self.elapsed,
+            "best_success": self.best_success,
+            "optimizer": opt_meta,
+            "rng": {
+                "explore": self.rng.bit_generator.state,
+                "replay": self.replay.rng.bit_generator.state,
+                "env": self.env.np_random.bit_generator.state,
+            },
+        }
+        self.last_checkpoint = save_checkpoint(
+            self.run_dir / CHECKPOINTS, self.dialogues, tensors, meta, self.replay.state_dict()
+        )
+        return self.last_checkpoint
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, epochs: int | None = None) -> DialogueDQN:
+        """Rebuild a run from its newest checkpoint, ready to continue ``learn``."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"run directory {run_dir} does not exist")
+        ckpt = load_checkpoint(run_dir / CHECKPOINTS)
+        try:
+            config = _config_from(ckpt.meta["config"], f"{ckpt.path}")
+            if epochs is not None:
+                config = dataclasses.replace(config, epochs=epochs)
+            agent = cls(config, run_dir)
+            tensors = ckpt.tensors
+            agent.q_net.load_state_dict(_strip(tensors, "q_net."))
+            agent.target.load_state_dict(_strip(tensors, "target."))
+            best = _strip(tensors, "best.")
+            agent.best_state = best or None
+            load_optimizer_state(agent.optimizer, tensors, ckpt.meta["optimizer"])
+            torch.set_rng_state(tensors["rng.torch"])
+            agent.rng.bit_generator.state = ckpt.meta["rng"]["explore"]
+            agent.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
+            agent.env.reset(seed=0)  # creates np_random, then restore its state
+            agent.env.np_random.bit_generator.state = ckpt.meta["rng"]["env"]
+            agent.replay.load_state_dict(ckpt.arrays)
+            for name in ("epoch", "dialogues", "turns", "num_updates"):
+                setattr(agent, name, int(ckpt.meta[name]))
+            agent.elapsed = float(ckpt.meta["elapsed_s"])
+            agent.best_success = float(ckpt.meta["best_success"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
+        agent.last_checkpoint = ckpt.path
+        return agent
+
+
+def load_policy(run_dir: str | Path, **overrides) -> tuple[DialogueDQNConfig, QPolicy]:
+    """A trained run's config and greedy policy (``overrides`` replace config fields)."""
+    run_dir = Path(run_dir)
+    weights = run_dir / POLICY
+    if not (run_dir / "config.toml").is_file() or not weights.is_file():
+        raise DQNLMError(
+            f"{run_dir} is not a finished dialogue run (it needs config.toml and {POLICY}); "
+            "train one with `dqnlm dialogue train`"
+        )
+    config = _config_from(load_toml(run_dir / "config.toml"), str(run_dir / "config.toml"))
+    config = replace(config, overrides, source="flags").validate()
+    tracker = DialogueEnv(config.env_config()).tracker
+    q_net = QNetwork(tracker.dim, len(tracker.actions), config.hidden_sizes)
+    try:
+        q_net.load_state_dict(load_file(weights))
+    except (RuntimeError, OSError) as e:
+        raise CheckpointError(
+            f"{weights} does not fit domain {config.domain!r}: {str(e).splitlines()[0]}"
+        ) from None
+    q_net.eval()
+    return config, QPolicy(q_net, tracker.mask_features if config.action_mask else None)
+
+
+def plot_success(run_dir: Path, out: Path) -> Path:
+    """Success rate against training dialogues: epsilon-greedy training and greedy validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(Path(run_dir) / "metrics.csv")
+
+    def series(column: str, epochs_only: bool = True):
+        points = [
+            (float(r["step"]), float(r[column]))
+            for r in rows
+            if r.get(column) and (float(r["epoch"] or 0) > 0 or not epochs_only)
+        ]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    ax.plot(*series("train_success"), color="C0", alpha=0.5, label="training (epsilon-greedy)")
+    ax.plot(*series("eval_success"), "o-", color="C1", markersize=3, label="greedy, training goals")
+    rule = [float(r["eval_success"]) for r in rows if r.get("eval_success") and r["epoch"] == "0"]
+    if rule:
+        ax.axhline(rule[0], color="gray", linestyle="--", label=f"rule agent ({rule[0]:.2f})")
+    ax.set_xlabel("training dialogues (warm start included)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"DQN dialogue policy: {Path(run_dir).name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def _prefixed(result: dict, prefix: str) -> dict:
+    return {
+        f"{prefix}_success": result["success_rate"],
+        f"{prefix}_turns": result["avg_turns"],
+        f"{prefix}_reward": result["avg_reward"],
+    }
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _config_from(values: dict, source: str) -> DialogueDQNConfig:
+    return replace(DialogueDQNConfig(), values, source=source)
