@@ -1,4 +1,5 @@
-"""The ``dqnlm`` command line: a thin face over :mod:`dqnlm.control` and :mod:`dqnlm.lm`."""
+"""The ``dqnlm`` command line: a thin face over :mod:`dqnlm.control`, :mod:`dqnlm.lm` and
+:mod:`dqnlm.dialogue`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from dqnlm.cli.common import add_config_arguments, config_fields_help
+from dqnlm.cli.dialogue import add_dialogue_parser, cmd_dialogue
 from dqnlm.cli.lm import add_lm_parser, cmd_lm
 from dqnlm.control.config import DQNConfig
 from dqnlm.core.checkpoint import CheckpointError
@@ -64,6 +66,7 @@ def _add_others(sub) -> None:
 
     sub.add_parser("presets", help="list the tuned presets")
     add_lm_parser(sub)
+    add_dialogue_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +198,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "presets": cmd_presets,
     "lm": cmd_lm,
+    "dialogue": cmd_dialogue,
 }
 
 

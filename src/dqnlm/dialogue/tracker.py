@@ -4,8 +4,9 @@ dialogue so far into a fixed-size state vector for a Q-network.
 The tracker knows what the user stated (``known``: constraint slot -> value, ``dont
 care`` included), what the agent has told, and the standing booking. An agent
 ``inform(slot)`` takes its value from the booked record when a booking stands, else
-from the first KB record matching the known constraints (``no match`` when none
-does); ``inform(taskcomplete)`` proposes that first matching record's ticket.
+from the first KB record matching what was agreed, the user's statements over the
+agent's (``no match`` when none does); ``inform(taskcomplete)`` proposes that
+record's ticket and states every agreed slot.
 """
 
 from __future__ import annotations
@@ -64,17 +65,31 @@ class StateTracker:
             return Act(action.intent)
         if action.intent == "request":
             return Act("request", {}, (slot,))
-        first = self.kb.first_match(self.known)
+        first = self._first_match()
         if slot == self.domain.booking_slot:
             if first is None:
                 return Act("inform", {slot: NO_MATCH})
             record = self.kb.records[first]
-            details = {s: record.get(s, v) for s, v in self.known.items() if v != DONT_CARE}
+            details = {
+                s: record.get(s, v) for s, v in self._agreed().items() if v != DONT_CARE
+            }
             return Act("inform", {slot: self.kb.ticket(first), **details})
         record = self.kb.record(self.booking) if self.booking else None
         if record is None and first is not None:
             record = self.kb.records[first]
         return Act("inform", {slot: record[slot] if record else NO_MATCH})
+
+    def _agreed(self) -> dict[str, str]:
+        """The constraints both sides stand by: what the agent told of the informable slots
+        (the user let it pass), overridden by what the user stated (as in TC-Bot, the
+        agent's informs join the dialogue's slots and the booking states them all)."""
+        told = {s: v for s, v in self.told.items() if self.domain.slot(s).informable}
+        return {**told, **self.known}
+
+    def _first_match(self) -> int | None:
+        """The first record fitting everything agreed, else the user's own constraints."""
+        first = self.kb.first_match(self._agreed())
+        return first if first is not None else self.kb.first_match(self.known)
 
     def observe_agent(self, act: Act) -> None:
         self.agent_act = act

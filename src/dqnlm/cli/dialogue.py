@@ -1,0 +1,264 @@
+"""``dqnlm dialogue ...``: train, eval, show and chat (a thin face over dqnlm.dialogue)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from dqnlm.cli.common import add_config_arguments, config_fields_help
+from dqnlm.errors import DQNLMError
+
+RULE = "rule"
+AGENT_HELP = "a trained run directory, or `rule` for the rule-based baseline"
+
+
+def _agent_arguments(p, split_default: str) -> None:
+    p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
+    p.add_argument(
+        "--domain", help="movie, restaurant or a schema file (default: the run's own, or movie)"
+    )
+    p.add_argument("--split", choices=("train", "test"), default=split_default)
+    p.add_argument(
+        "--noise",
+        type=float,
+        help="slot error rate of the user simulator, in [0, 1] (default: the run's own, 0 for rule)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="first dialogue seed (default 0)")
+
+
+def add_dialogue_parser(sub) -> None:
+    from dqnlm.dialogue.config import DialogueDQNConfig
+
+    dialogue = sub.add_parser(
+        "dialogue", help="task-oriented dialogue: a DQN policy against a user simulator"
+    ).add_subparsers(dest="dialogue_command", required=True, metavar="DIALOGUE_COMMAND")
+    p = dialogue.add_parser(
+        "train",
+        help="train a DQN dialogue policy against the user simulator",
+        description="Train a DQN dialogue policy (warm start from the rule agent, target "
+        "network, Double DQN, action masking) on the domain's training goals, then "
+        "evaluate it on the held-out test goals. Settings apply in order: --config file, "
+        "--domain, --set, then --seed/--epochs.",
+        epilog=config_fields_help(DialogueDQNConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--domain", help="movie (default), restaurant, or a schema file (.json/.yaml)")
+    add_config_arguments(p, "target_update=polyak")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (also extends --resume)")
+    p.add_argument(
+        "--run-dir", type=Path, help="outputs (default: runs/dialogue-<domain>-s<seed>-<time>)"
+    )
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+
+    p = dialogue.add_parser(
+        "eval",
+        help="success rate, turns and reward of a policy on simulated dialogues",
+        description="Play greedy dialogues against the user simulator: every goal of the "
+        "split once, or --episodes dialogues cycling through the goals.",
+    )
+    _agent_arguments(p, "test")
+    p.add_argument("--episodes", type=int, help="dialogues (default: every goal of the split once)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = dialogue.add_parser("show", help="print simulated dialogues turn by turn")
+    _agent_arguments(p, "test")
+    p.add_argument("--episodes", type=int, default=3, help="dialogues to print (default 3)")
+
+    p = dialogue.add_parser(
+        "chat",
+        help="play the user yourself, in free text",
+        description="You play the user and type free text; the agent answers in text. "
+        "Ctrl-D (end of input) ends the chat.",
+    )
+    p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
+    p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
+    p.add_argument("--seed", type=int, default=0, help="picks the example goal shown (default 0)")
+
+
+def _load_agent(args, **env_overrides):
+    """(environment config, agent) for RUN_DIR or `rule`."""
+    from dqnlm.dialogue import DialogueConfig, RuleAgent, load_domain
+    from dqnlm.dialogue.dqn import load_policy
+
+    if args.agent == RULE:
+        domain = args.domain or "movie"
+        config = DialogueConfig(domain=domain, **env_overrides).validate()
+        return config, RuleAgent(load_domain(domain))
+    if args.domain:
+        env_overrides["domain"] = args.domain
+    run_config, policy = load_policy(args.agent, **_run_fields(env_overrides))
+    return run_config.env_config(env_overrides.get("split", "train")), policy
+
+
+def _run_fields(env_overrides: dict) -> dict:
+    return {k: v for k, v in env_overrides.items() if k != "split"}
+
+
+def _env_overrides(args) -> dict:
+    overrides = {"split": args.split}
+    if args.noise is not None:
+        overrides["slot_error_rate"] = args.noise
+    return overrides
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from dqnlm.config_io import load_toml, parse_override, replace
+    from dqnlm.dialogue.config import DialogueDQNConfig
+    from dqnlm.dialogue.dqn import DialogueDQN
+
+    if args.threads < 1:
+        raise DQNLMError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    if args.resume:
+        given = [f for f in ("domain", "config", "seed", "run_dir") if getattr(args, f) is not None]
+        if given or args.overrides:
+            raise DQNLMError(
+                "--resume takes its config from the run directory; only --epochs may be given "
+                f"with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
+            )
+        agent = DialogueDQN.resume(args.resume, epochs=args.epochs)
+        print(f"resuming {args.resume} at epoch {agent.epoch} of {agent.config.epochs}")
+    else:
+        config = DialogueDQNConfig()
+        if args.config:
+            config = replace(config, load_toml(args.config), source=str(args.config))
+        if args.domain:
+            config = replace(config, {"domain": args.domain}, source="--domain")
+        config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
+        flags = {"seed": args.seed, "epochs": args.epochs}
+        config = replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
+        config = config.validate()
+        name = Path(config.domain).stem
+        run_dir = args.run_dir or Path("runs") / (
+            f"dialogue-{name}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        if (run_dir / "checkpoints").exists():
+            raise DQNLMError(
+                f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
+            )
+        agent = DialogueDQN(config, run_dir)  # loads the domain before anything is written
+    result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    print(
+        f"test goals: success {result['success_rate']:.3f}, {result['avg_turns']:.1f} turns, "
+        f"reward {result['avg_reward']:.1f} over {result['episodes']} dialogues "
+        f"({result['dialogues']:,} training dialogues, {result['train_seconds']:.0f} s)"
+    )
+    print(f"run directory: {agent.run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from dqnlm.dialogue import DialogueEnv, evaluate
+
+    if args.episodes is not None and args.episodes < 1:
+        raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
+    config, agent = _load_agent(args, **_env_overrides(args))
+    result = evaluate(DialogueEnv(config), agent, seed=args.seed, episodes=args.episodes)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        noise = f", slot noise {config.slot_error_rate:g}" if config.slot_error_rate else ""
+        print(
+            f"{args.agent} on {config.split} goals{noise}: success {result['success_rate']:.3f}, "
+            f"{result['avg_turns']:.2f} turns, reward {result['avg_reward']:.2f} "
+            f"over {result['episodes']} dialogues"
+        )
+    return 0
+
+
+def cmd_show(args) -> int:
+    from dqnlm.dialogue import DialogueEnv
+
+    if args.episodes < 1:
+        raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
+    config, agent = _load_agent(args, **_env_overrides(args))
+    env = DialogueEnv(config, render_mode="ansi")
+    for i in range(args.episodes):
+        goal = i % len(env.goals)
+        obs, info = env.reset(seed=args.seed + i, options={"goal": goal})
+        agent.reset()
+        total, done = 0.0, False
+        print(f"--- dialogue {i + 1}: {config.split} goal {goal}")
+        print(f"    constraints: {_pairs(info['goal'].constraints)}")
+        print(f"    requests:    {', '.join(info['goal'].requests)}")
+        while not done:
+            obs, reward, done, _, info = env.step(agent.act(obs, env.tracker))
+            total += reward
+        print(env.render(), end="")
+        turns = (len(info["turns"]) - 1) // 2
+        print(f"    => {info['outcome']} in {turns} agent turns, reward {total:g}\n")
+    return 0
+
+
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def cmd_chat(args) -> int:
+    from dqnlm.dialogue import NLG, NLU, StateTracker, build_world, load_domain
+
+    config, agent = _load_agent(args)
+    domain = load_domain(config.domain)
+    world = build_world(domain)
+    tracker = StateTracker(domain, world.kb, config.max_turns)
+    nlu, nlg = NLU(domain), NLG(domain)
+    example = world.goals("test")[args.seed % len(world.goals("test"))]
+    print(f"You are the user of a {domain.name} booking agent. Type what you want in plain words.")
+    print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
+    print("Ctrl-D ends the chat.\n")
+    started, variant = False, 0
+    while True:
+        try:
+            text = input("you: ")
+        except EOFError:
+            print("\n(chat ended)")
+            return 0
+        except UnicodeDecodeError:
+            text = ""
+        act = nlu.parse(text)
+        if act.intent == "unknown" and not act.inform and not act.request:
+            print(
+                "agent: Sorry, I did not understand that. You can tell me what you want, "
+                f"for example: {nlg.user(_opening(example), variant)}"
+            )
+            continue
+        if started:
+            tracker.observe_user(act)
+        else:
+            tracker.reset(act)
+            agent.reset()
+            started = True
+        action = tracker.act(agent.act(tracker.state(), tracker))
+        tracker.observe_agent(action)
+        variant += 1
+        print(f"agent: {nlg.agent(action, variant)}")
+        if action.intent in ("thanks", "closing"):
+            print("(the agent ended the dialogue)")
+            return 0
+        if tracker.turn >= config.max_turns - 1:
+            print(f"(the dialogue reached its {config.max_turns}-utterance limit)")
+            return 0
+
+
+def _opening(goal):
+    from dqnlm.dialogue import Act
+
+    first = dict(list(goal.constraints.items())[:2])
+    return Act("inform", first)
+
+
+DIALOGUE_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "show": cmd_show, "chat": cmd_chat}
+
+
+def cmd_dialogue(args) -> int:
+    return DIALOGUE_COMMANDS[args.dialogue_command](args)
