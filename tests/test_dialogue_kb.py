@@ -136,8 +136,9 @@ def test_tracker_fills_informs_and_bookings_from_the_first_match(domain, world):
 def test_tracker_reports_no_match(domain, world):
     tracker = tracker_for(domain, world, Act("inform", {"moviename": "no such film"}))
     assert tracker.matches() == 0
+    # "nothing matches" states what the agent heard, so the user can correct it
     assert tracker.act(index(domain, "inform", "taskcomplete")) == Act(
-        "inform", {"taskcomplete": NO_MATCH}
+        "inform", {"taskcomplete": NO_MATCH, "moviename": "no such film"}
     )
     assert tracker.act(index(domain, "inform", "starttime")).inform == {"starttime": NO_MATCH}
     assert tracker.act(index(domain, "request", "city")) == Act("request", {}, ("city",))

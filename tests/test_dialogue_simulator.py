@@ -129,8 +129,19 @@ def test_records_answers_corrects_wrong_values_and_moves_on(domain, kb, goal, re
 )
 def test_denies_a_booking_that_violates_a_constraint(domain, kb, goal, offer):
     user, _ = start(domain, kb, goal)
-    assert user.step(offer(goal, kb)) == Act("deny")
-    assert user.booking is None
+    proposal = offer(goal, kb)
+    reply = user.step(proposal)
+    assert reply.intent == "deny" and user.booking is None
+    # it corrects the values the booking states wrongly, and volunteers nothing else
+    wrong = {
+        s: v
+        for s, v in goal.constraints.items()
+        if s in proposal.inform and proposal.inform[s] != v
+    }
+    assert reply.inform == wrong
+    assert reply.inform == (
+        {"numberofpeople": "2"} if proposal.inform.get("numberofpeople") == "3" else {}
+    )
 
 
 def test_accepts_a_good_booking_then_asks_its_requests_then_thanks(domain, kb, goal, record):

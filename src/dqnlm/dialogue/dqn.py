@@ -42,7 +42,7 @@ from dqnlm.device import resolve_device
 from dqnlm.dialogue.agents import RuleAgent, evaluate
 from dqnlm.dialogue.config import DialogueDQNConfig
 from dqnlm.dialogue.env import DialogueEnv
-from dqnlm.dialogue.tracker import StateTracker, invalid_actions
+from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger, read_metrics
 
@@ -69,9 +69,8 @@ TEST_SEED = 2_000_006
 class QPolicy:
     """A Q-network as a dialogue agent: the greedy action, among the allowed ones."""
 
-    def __init__(self, q_net: QNetwork, mask_features: np.ndarray | None):
-        self.q_net = q_net
-        self.mask_features = None if mask_features is None else torch.as_tensor(mask_features)
+    def __init__(self, q_net: QNetwork, mask: ActionMask | None):
+        self.q_net, self.mask = q_net, mask
 
     def q_values(self, obs: np.ndarray) -> torch.Tensor:
         """Q-values of one state, -inf on ruled-out actions."""
@@ -79,8 +78,8 @@ class QPolicy:
             state = torch.as_tensor(obs, dtype=torch.float32)[None]
             device = next(self.q_net.parameters()).device
             q = self.q_net(state.to(device)).cpu()
-        if self.mask_features is not None:
-            q = q.masked_fill(invalid_actions(state, self.mask_features), -math.inf)
+        if self.mask is not None:
+            q = q.masked_fill(self.mask.invalid(state), -math.inf)
         return q[0]
 
     def reset(self) -> None:
@@ -111,9 +110,8 @@ class DialogueDQN:
         self.target = TargetNetwork(self.q_net, mode, period, cfg.tau)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
         self.replay = ReplayBuffer(cfg.buffer_size, (tracker.dim,), seed=cfg.seed + 1)
-        self.mask_features = tracker.mask_features if cfg.action_mask else None
-        self._mask = None if self.mask_features is None else torch.as_tensor(self.mask_features)
-        self.policy = QPolicy(self.q_net, self.mask_features)
+        self.mask = tracker.mask if cfg.action_mask else None
+        self.policy = QPolicy(self.q_net, self.mask)
         self.rng = np.random.default_rng(cfg.seed)  # exploration and training goals
         trained = cfg.epochs * cfg.dialogues_per_epoch
         self.epsilon = linear(
@@ -136,7 +134,7 @@ class DialogueDQN:
         """Epsilon-greedy over the allowed actions."""
         if self.rng.random() < epsilon:
             allowed = (
-                np.flatnonzero(self.env.tracker.action_mask()) if self._mask is not None else None
+                np.flatnonzero(self.env.tracker.action_mask()) if self.mask is not None else None
             )
             n = len(self.env.tracker.actions)
             return (
@@ -173,9 +171,9 @@ class DialogueDQN:
 
     # --------------------------------------------------------------- learning
     def _masked(self, q: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        if self._mask is None:
+        if self.mask is None:
             return q
-        return q.masked_fill(invalid_actions(states, self._mask), -math.inf)
+        return q.masked_fill(self.mask.invalid(states), -math.inf)
 
     def _update(self) -> None:
         cfg = self.config
@@ -404,7 +402,7 @@ def load_policy(run_dir: str | Path, **overrides) -> tuple[DialogueDQNConfig, QP
             f"{weights} does not fit domain {config.domain!r}: {str(e).splitlines()[0]}"
         ) from None
     q_net.eval()
-    return config, QPolicy(q_net, tracker.mask_features if config.action_mask else None)
+    return config, QPolicy(q_net, tracker.mask if config.action_mask else None)
 
 
 def plot_success(run_dir: Path, out: Path) -> Path:

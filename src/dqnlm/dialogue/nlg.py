@@ -97,15 +97,14 @@ class NLG:
         """The agent's act as text; a booking lists the details it states."""
         t = self.agent_templates
         booking = act.inform.get(self.domain.booking_slot)
-        if booking == NO_MATCH:
-            return _pick(t["no_match"], variant)
         if booking is not None:
             details = [
                 f"{self.domain.slot(s).label}: {v}"
                 for s, v in act.inform.items()
                 if s != self.domain.booking_slot
             ]
-            text = _pick(t["booking"], variant).format(value=booking)
+            key = "no_match" if booking == NO_MATCH else "booking"
+            text = _pick(t[key], variant).format(value=booking)
             return f"{text} ({', '.join(details)})" if details else text
         parts = (
             [] if act.intent in SLOT_ACTS else [_pick(t["acts"].get(act.intent, ["..."]), variant)]

@@ -15,7 +15,9 @@ constraints it has not told yet and the requests not yet answered. Its rules:
   only when the ticket names a KB record, the booking states every one of the goal's
   constraints with the goal's value (TC-Bot's rule: a constraint the agent never
   confirmed counts as violated), and the record itself holds each KB constraint.
-  Otherwise it ``deny``s. Once it accepts, it asks again any request whose answer
+  Otherwise it ``deny``s, correcting any stated value that contradicts its goal, as
+  it does for any other inform (a constraint the booking leaves out is not
+  volunteered). "Nothing matches" offers state the agent's slots too. Once it accepts, it asks again any request whose answer
   differs from the booked record, and says ``thanks`` when nothing is open.
 * The agent's ``thanks`` or ``closing`` ends the dialogue, and so does any
   utterance past ``max_turns`` (a failure). Other agent acts make it move on.
@@ -121,18 +123,24 @@ class UserSimulator:
         return Act("inform", {slot: DONT_CARE})
 
     def _hear(self, inform: dict[str, str]) -> Act:
-        correction = {}
         booked = self.kb.record(self.booking) if self.booking else None
         for slot, value in inform.items():
             if slot in self.wants and value != NO_MATCH:
                 self.answers[slot] = value
                 self._reopen(slot, booked)
-            wanted = self.goal.constraints.get(slot)
-            if wanted is not None:
-                self._told(slot)
-                if value != wanted:
-                    correction[slot] = wanted
+            self._told(slot)
+        correction = self._corrections(inform)
         return Act("inform", correction) if correction else self._move_on()
+
+    def _corrections(self, inform: dict[str, str]) -> dict[str, str]:
+        """The goal's value for every stated slot that contradicts a constraint."""
+        fixes = {}
+        for slot, value in inform.items():
+            wanted = self.goal.constraints.get(slot)
+            if wanted is not None and value != wanted:
+                self._told(slot)
+                fixes[slot] = wanted
+        return fixes
 
     def _judge_booking(self, inform: dict[str, str]) -> Act:
         record = self.kb.record(inform[self.domain.booking_slot])
@@ -142,7 +150,7 @@ class UserSimulator:
         )
         if not fits:
             self.booking = None
-            return Act("deny")
+            return Act("deny", self._corrections(inform))
         self.booking = inform[self.domain.booking_slot]
         for slot in self.answers:
             self._reopen(slot, record)

@@ -11,6 +11,8 @@ record's ticket and states every agreed slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from dqnlm.dialogue.acts import DONT_CARE, NO_MATCH, Act
@@ -36,16 +38,15 @@ class StateTracker:
         n_acts, n_slots = len(domain.acts) + 1, len(domain.slot_names)
         self._turn_slots = max_turns // 2 + 1
         self.dim = 2 * n_acts + 7 * n_slots + 1 + len(MATCH_BUCKETS) + 1 + self._turn_slots + 1
-        # action masking reads the state vector, so replayed next states carry their masks:
-        # request(slot) is pointless once the user has stated the slot
-        known_offset = 2 * (n_acts + 2 * n_slots)
-        self.mask_features = np.array(
-            [
-                known_offset + self._slot[a.slot] if a.intent == "request" else -1
-                for a in self.actions
-            ]
+        known = 2 * (n_acts + 2 * n_slots)  # state layout: see state()
+        no_match = 2 * n_acts + 7 * n_slots + 1  # the "0 matching records" bucket
+        self.mask = ActionMask(
+            np.array(
+                [known + self._slot[a.slot] if a.intent == "request" else -1 for a in self.actions]
+            ),
+            np.array([self._act["deny"], no_match]),
         )
-        """For each action, the state entry that rules it out when set (-1: never ruled out)."""
+        """The action mask, read off state vectors (see :class:`ActionMask`)."""
 
     def reset(self, opening: Act) -> None:
         """Start a dialogue from the user's opening act."""
@@ -67,12 +68,11 @@ class StateTracker:
             return Act("request", {}, (slot,))
         first = self._first_match()
         if slot == self.domain.booking_slot:
-            if first is None:
-                return Act("inform", {slot: NO_MATCH})
+            agreed = {s: v for s, v in self._agreed().items() if v != DONT_CARE}
+            if first is None:  # "nothing matches X, Y": the user may correct a misheard value
+                return Act("inform", {slot: NO_MATCH, **agreed})
             record = self.kb.records[first]
-            details = {
-                s: record.get(s, v) for s, v in self._agreed().items() if v != DONT_CARE
-            }
+            details = {s: record.get(s, v) for s, v in agreed.items()}
             return Act("inform", {slot: self.kb.ticket(first), **details})
         record = self.kb.record(self.booking) if self.booking else None
         if record is None and first is not None:
@@ -114,8 +114,8 @@ class StateTracker:
         return int(self.kb.mask(self.known).sum())
 
     def action_mask(self) -> np.ndarray:
-        """Which actions make sense now (bool per action); see ``invalid_actions``."""
-        return ~invalid_actions(self.state()[None], self.mask_features)[0]
+        """Which actions make sense now (bool per action); see :class:`ActionMask`."""
+        return ~self.mask.invalid(self.state()[None])[0]
 
     # ------------------------------------------------------------------------- state
     def state(self) -> np.ndarray:
@@ -164,10 +164,27 @@ class StateTracker:
         return hot
 
 
-def invalid_actions(states, mask_features):
-    """Actions ruled out in each state (batch x actions), from the state vectors alone.
+@dataclass(frozen=True)
+class ActionMask:
+    """Rules out asking for a slot the user has already stated, unless something went
+    wrong: the user just denied a booking, or no record fits what it stated. Then
+    re-asking is how a misheard value (simulator noise) gets repaired.
 
-    Works on numpy arrays and torch tensors alike; ``mask_features`` is
-    :attr:`StateTracker.mask_features`."""
-    ruled = states[:, mask_features.clip(min=0)] > 0.5
-    return ruled & (mask_features >= 0)
+    The mask is read off state vectors alone, so replayed next states carry their own
+    masks; :meth:`invalid` works on numpy arrays and torch tensors alike."""
+
+    features: np.ndarray
+    """For each action, the state entry that rules it out when set (-1: never)."""
+    unlock: np.ndarray
+    """State entries any of which lifts every rule (user intent deny, zero matches)."""
+
+    def invalid(self, states):
+        """Ruled-out actions per state: a bool batch x actions array (or tensor)."""
+        features, unlock = self.features, self.unlock
+        if not isinstance(states, np.ndarray):
+            import torch
+
+            features, unlock = torch.as_tensor(features), torch.as_tensor(unlock)
+        ruled = (states[:, features.clip(min=0)] > 0.5) & (features >= 0)
+        lifted = states[:, unlock].sum(1) > 0.5
+        return ruled & ~lifted[:, None]
