@@ -221,6 +221,26 @@ def test_resume_without_checkpoints(capsys, tmp_path):
     assert "absent" in one_error_line(capsys)
 
 
+def test_train_refuses_a_directory_with_an_unfinished_run(capsys, tmp_path):
+    # killed before its first checkpoint: a new run must not append to its metrics
+    (tmp_path / "config.toml").write_text('domain = "movie"\n')
+    (tmp_path / "metrics.csv").write_text("step,epoch\n100,1\n")
+    assert main(["dialogue", "train", *TINY, "--run-dir", str(tmp_path)]) == 1
+    assert "stopped before its first checkpoint" in one_error_line(capsys)
+    assert (tmp_path / "metrics.csv").read_text() == "step,epoch\n100,1\n"
+
+
+def test_eval_default_seed_reproduces_eval_json(capsys, run_dir):
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert eval_json(capsys, str(run_dir)) == {k: saved[k] for k in KEYS}
+
+
+def test_eval_on_another_domain_names_the_mismatch(capsys, run_dir):
+    assert main(["dialogue", "eval", str(run_dir), "--domain", "restaurant"]) == 1
+    line = one_error_line(capsys)
+    assert "does not fit domain 'restaurant'" in line and "size mismatch" in line
+
+
 def test_eval_of_a_directory_that_is_not_a_run(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     for command in ("eval", "show", "chat"):
@@ -251,11 +271,6 @@ def test_default_run_dir_is_named_after_the_domain_file(capsys, tmp_path, restau
     assert (run / "eval.json").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a relative --domain path is stored as given in config.toml, so the run "
-    "cannot be evaluated (or resumed) from any other working directory",
-)
 def test_run_trained_with_a_relative_domain_path_works_from_elsewhere(
     capsys, tmp_path, restaurant_copy
 ):

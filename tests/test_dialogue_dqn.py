@@ -151,11 +151,6 @@ def test_defaults_are_valid_and_every_target_update_builds():
         assert (agent.target.module is agent.q_net) == (mode == "none")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: DialogueDQNConfig.validate accepts max_grad_norm=nan "
-    "(`nan < 0` is False), and nan then silently disables gradient clipping",
-)
 def test_nan_max_grad_norm_is_rejected():
     with pytest.raises(ConfigError, match="max_grad_norm"):
         DialogueDQNConfig(max_grad_norm=math.nan).validate()
@@ -366,10 +361,11 @@ def test_warm_start_fills_the_replay_before_learning(monkeypatch):
 
 # ------------------------------------------------------------------------- learning
 def test_short_training_beats_the_rule_agent_on_held_out_goals():
-    """500 rule dialogues, then 1,000 training dialogues (about 10 s on one thread).
+    """500 rule dialogues, then 1,000 training dialogues (10-15 s on one thread).
 
-    Held-out success over seeds 0-9: 0.95 0.95 0.917 1.0 0.95 0.883 0.917 0.967 0.983
-    0.933 (min 0.883) against the rule agent's 0.533."""
+    Held-out success of this config over seeds 0-12: 0.967 0.983 0.967 0.983 0.967 0.983
+    0.983 0.967 0.983 0.933 0.983 0.95 0.95 (min 0.933), against the rule agent's 0.533.
+    Validating on all 240 training goals (not fewer) is what keeps the worst seed high."""
     torch.set_num_threads(1)
     rule = evaluate(DialogueEnv(DialogueConfig(split="test")), RuleAgent(load_domain("movie")))
     config = DialogueDQNConfig(
@@ -379,17 +375,17 @@ def test_short_training_beats_the_rule_agent_on_held_out_goals():
         dialogues_per_epoch=100,
         train_freq=2,
         eval_interval=2,
-        eval_episodes=60,
+        eval_episodes=240,
         keep_best=True,
     )
     start = time.perf_counter()
     result = DialogueDQN(config).learn(progress=False, tensorboard=False)
     seconds = time.perf_counter() - start
     assert result["episodes"] == 60 and result["dialogues"] == 1500
-    assert result["success_rate"] >= 0.75, (result, rule)
-    assert result["success_rate"] >= rule["success_rate"] + 0.2, (result, rule)
-    assert result["avg_reward"] > rule["avg_reward"] + 10
-    assert seconds < 120  # generous: about 10 s on one idle core
+    assert result["success_rate"] >= 0.8, (result, rule)
+    assert result["success_rate"] >= rule["success_rate"] + 0.25, (result, rule)
+    assert result["avg_reward"] > rule["avg_reward"] + 10, (result, rule)
+    assert seconds < 120  # generous: 10-15 s on one core
 
 
 # --------------------------------------------------------------------------- resume

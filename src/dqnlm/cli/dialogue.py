@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from dqnlm.cli.common import add_config_arguments, config_fields_help
+from dqnlm.dialogue.config import TEST_SEED
 from dqnlm.errors import DQNLMError
 
 RULE = "rule"
@@ -25,7 +26,12 @@ def _agent_arguments(p, split_default: str) -> None:
         type=float,
         help="slot error rate of the user simulator, in [0, 1] (default: the run's own, 0 for rule)",
     )
-    p.add_argument("--seed", type=int, default=0, help="first dialogue seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TEST_SEED,
+        help=f"first dialogue seed (default {TEST_SEED}, as the run's own eval.json)",
+    )
 
 
 def add_dialogue_parser(sub) -> None:
@@ -145,6 +151,11 @@ def cmd_train(args) -> int:
         if (run_dir / "checkpoints").exists():
             raise DQNLMError(
                 f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
+            )
+        if (run_dir / "config.toml").exists():
+            raise DQNLMError(
+                f"run directory {run_dir} holds a run that stopped before its first checkpoint; "
+                "delete it or choose another --run-dir"
             )
         agent = DialogueDQN(config, run_dir)  # loads the domain before anything is written
     result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)

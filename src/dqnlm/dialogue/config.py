@@ -43,6 +43,10 @@ class DialogueConfig:
 
 
 TARGET_UPDATES = ("epoch", "hard", "polyak", "none")
+VALIDATION_SEED = 1_000_003
+"""First seed of the greedy evaluations on training goals during training."""
+TEST_SEED = 2_000_006
+"""First seed of the held-out evaluation (eval.json, and `dqnlm dialogue eval`'s default)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class DialogueDQNConfig:
             problems.append(f"reward_scale must be > 0, got {self.reward_scale}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.max_grad_norm < 0:
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
             problems.append(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
         if not 0.0 < self.tau <= 1.0:
             problems.append(f"tau must be in (0, 1], got {self.tau}")

@@ -40,8 +40,9 @@ from dqnlm.core.target import TargetNetwork
 from dqnlm.core.td import double_value, greedy_value, td_target
 from dqnlm.device import resolve_device
 from dqnlm.dialogue.agents import RuleAgent, evaluate
-from dqnlm.dialogue.config import DialogueDQNConfig
+from dqnlm.dialogue.config import TEST_SEED, VALIDATION_SEED, DialogueDQNConfig
 from dqnlm.dialogue.env import DialogueEnv
+from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger, read_metrics
@@ -62,8 +63,6 @@ COLUMNS = (
 )
 POLICY = "policy.safetensors"
 CHECKPOINTS = "checkpoints"
-VALIDATION_SEED = 1_000_003  # greedy evaluations on training goals; never a training seed
-TEST_SEED = 2_000_006
 
 
 class QPolicy:
@@ -97,6 +96,9 @@ class DialogueDQN:
     """
 
     def __init__(self, config: DialogueDQNConfig, run_dir: str | Path | None = None) -> None:
+        if config.domain not in bundled_domains() and Path(config.domain).is_file():
+            # a schema path must still resolve when the run is evaluated or resumed elsewhere
+            config = dataclasses.replace(config, domain=str(Path(config.domain).resolve()))
         self.config = cfg = config.validate()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(cfg.device)
@@ -398,8 +400,10 @@ def load_policy(run_dir: str | Path, **overrides) -> tuple[DialogueDQNConfig, QP
     try:
         q_net.load_state_dict(load_file(weights))
     except (RuntimeError, OSError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:2]) or str(e)
         raise CheckpointError(
-            f"{weights} does not fit domain {config.domain!r}: {str(e).splitlines()[0]}"
+            f"{weights} does not fit domain {config.domain!r} (another domain's slots or "
+            f"actions?): {detail}"
         ) from None
     q_net.eval()
     return config, QPolicy(q_net, tracker.mask if config.action_mask else None)
