@@ -353,3 +353,9 @@ def test_chat_ends_at_once_on_empty_input(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "restaurant booking agent" in out and out.rstrip().endswith("(chat ended)")
     assert "agent: " not in out
+
+
+def test_eval_text_level(capsys, run_dir):
+    # the NLU reads simulator text losslessly, so the words change nothing
+    assert eval_json(capsys, "rule", "--text") == eval_json(capsys, "rule")
+    assert eval_json(capsys, str(run_dir), "--text") == eval_json(capsys, str(run_dir))

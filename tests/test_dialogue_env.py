@@ -132,3 +132,33 @@ def test_registered_env_trains_with_the_control_dqn(tmp_path):
         ]
     )
     assert code == 0 and (run / "eval.json").is_file()
+
+
+@pytest.mark.parametrize("domain", ["movie", "restaurant"])
+def test_text_level_hears_what_was_said(domain):
+    """At text level every user act goes NLG -> text -> NLU; on simulator text the NLU
+    recovers each act exactly, so states, rewards and outcomes match the act level."""
+    acts = DialogueEnv(DialogueConfig(domain=domain, slot_error_rate=0.1))
+    text = DialogueEnv(DialogueConfig(domain=domain, slot_error_rate=0.1, text_level=True))
+    rng = np.random.default_rng(0)
+    for goal in range(40):
+        obs_a, _ = acts.reset(seed=goal, options={"goal": goal})
+        obs_t, _ = text.reset(seed=goal, options={"goal": goal})
+        done = False
+        while not done:
+            assert np.array_equal(obs_a, obs_t)
+            action = int(rng.integers(acts.action_space.n))
+            obs_a, reward_a, done, _, info_a = acts.step(action)
+            obs_t, reward_t, _, _, info_t = text.step(action)
+            assert reward_a == reward_t
+        assert [t.act for t in info_a["turns"]] == [t.act for t in info_t["turns"]]
+        assert [t.text for t in info_a["turns"]] == [t.text for t in info_t["turns"]]
+
+
+def test_text_level_parses_the_words_not_the_act(monkeypatch):
+    """What the tracker sees comes from the NLU reading the text."""
+    env = DialogueEnv(DialogueConfig(text_level=True))
+    monkeypatch.setattr(env.nlg, "user", lambda act, variant=0: "thanks")
+    env.reset(seed=0, options={"goal": 0})
+    assert env.tracker.user_act.intent == "thanks"
+    assert env.turns[0].text == "thanks" and env.turns[0].act.intent == "thanks"

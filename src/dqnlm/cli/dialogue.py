@@ -22,6 +22,11 @@ def _agent_arguments(p, split_default: str) -> None:
     )
     p.add_argument("--split", choices=("train", "test"), default=split_default)
     p.add_argument(
+        "--text",
+        action="store_true",
+        help="the agent hears the user's words: user acts go through NLG text and the NLU",
+    )
+    p.add_argument(
         "--noise",
         type=float,
         help="slot error rate of the user simulator, in [0, 1] (default: the run's own, 0 for rule)",
@@ -112,6 +117,8 @@ def _env_overrides(args) -> dict:
     overrides = {"split": args.split}
     if args.noise is not None:
         overrides["slot_error_rate"] = args.noise
+    if args.text:
+        overrides["text_level"] = True
     return overrides
 
 

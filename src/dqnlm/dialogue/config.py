@@ -21,6 +21,9 @@ class DialogueConfig:
     """Probability that each slot value the user states reaches the agent as another value."""
     intent_error_rate: float = 0.0
     """Probability that the user's intent reaches the agent as another act."""
+    text_level: bool = False
+    """The agent hears the user's words: each user act goes through the NLG to text and
+    back through the NLU, and the tracker sees what the NLU understood."""
 
     def errors(self) -> list[str]:
         """Every invalid value, described with its name and value."""
@@ -64,6 +67,8 @@ class DialogueDQNConfig:
     """User-simulator noise while training: chance that a stated slot value is swapped."""
     intent_error_rate: float = 0.0
     """User-simulator noise while training: chance that the user's intent is swapped."""
+    text_level: bool = False
+    """Train on the user's words: user acts go through NLG text and back through the NLU."""
     # budget
     epochs: int = 120
     """Training epochs; each simulates ``dialogues_per_epoch`` dialogues, then syncs the target."""
@@ -124,7 +129,12 @@ class DialogueDQNConfig:
 
     def env_config(self, split: str = "train") -> DialogueConfig:
         return DialogueConfig(
-            self.domain, split, self.max_turns, self.slot_error_rate, self.intent_error_rate
+            self.domain,
+            split,
+            self.max_turns,
+            self.slot_error_rate,
+            self.intent_error_rate,
+            self.text_level,
         )
 
     @property

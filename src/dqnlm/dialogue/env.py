@@ -18,6 +18,7 @@ from dqnlm.dialogue.acts import Act
 from dqnlm.dialogue.config import DialogueConfig
 from dqnlm.dialogue.kb import Goal, build_world
 from dqnlm.dialogue.nlg import NLG
+from dqnlm.dialogue.nlu import NLU
 from dqnlm.dialogue.schema import load_domain
 from dqnlm.dialogue.simulator import UserSimulator
 from dqnlm.dialogue.tracker import StateTracker
@@ -29,7 +30,8 @@ class Turn:
     speaker: str
     """user or agent."""
     act: Act
-    """What was said, in act form (for the user: as the agent heard it)."""
+    """What was said, in act form (for the user: as the agent heard it, after noise and,
+    at text level, the NLU)."""
     text: str
     """The act through the template NLG."""
 
@@ -66,6 +68,7 @@ class DialogueEnv(gym.Env):
         )
         self.tracker = StateTracker(self.domain, self.world.kb, self.config.max_turns)
         self.nlg = NLG(self.domain)
+        self.nlu = NLU(self.domain) if self.config.text_level else None
         self.action_space = gym.spaces.Discrete(len(self.tracker.actions))
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.tracker.dim,), np.float32)
 
@@ -78,8 +81,8 @@ class DialogueEnv(gym.Env):
             raise DQNLMError(f"goal must be an index below {len(self.goals)}, got {index!r}")
         self.goal: Goal = self.goals[int(index)]
         opening = self.simulator.reset(self.goal, self.np_random)
-        self.tracker.reset(opening)
-        self.turns = [Turn("user", opening, self.nlg.user(opening))]
+        self.turns = []
+        self.tracker.reset(self._hear(opening))
         return self.tracker.state(), self._info()
 
     def step(self, action):
@@ -92,17 +95,20 @@ class DialogueEnv(gym.Env):
         act = self.tracker.act(int(action))
         self.tracker.observe_agent(act)
         reply = self.simulator.step(act)
-        self.tracker.observe_user(reply)
-        variant = len(self.turns)
-        self.turns += [
-            Turn("agent", act, self.nlg.agent(act, variant)),
-            Turn("user", reply, self.nlg.user(reply, variant)),
-        ]
+        self.turns.append(Turn("agent", act, self.nlg.agent(act, len(self.turns))))
+        self.tracker.observe_user(self._hear(reply))
         limit = self.config.max_turns
         reward = {None: -1.0, "success": 2.0 * limit, "failure": -1.0 * limit}[
             self.simulator.outcome
         ]
         return self.tracker.state(), reward, self.simulator.done, False, self._info()
+
+    def _hear(self, act: Act) -> Act:
+        """Record the user's turn; return what the agent hears (the NLU's reading at text level)."""
+        text = self.nlg.user(act, len(self.turns))
+        heard = self.nlu.parse(text) if self.nlu is not None else act
+        self.turns.append(Turn("user", heard, text))
+        return heard
 
     def _info(self) -> dict:
         return {
