@@ -431,7 +431,12 @@ def plot_success(run_dir: Path, out: Path) -> Path:
     ax.plot(*series("eval_success"), "o-", color="C1", markersize=3, label="greedy, training goals")
     rule = [float(r["eval_success"]) for r in rows if r.get("eval_success") and r["epoch"] == "0"]
     if rule:
-        ax.axhline(rule[0], color="gray", linestyle="--", label=f"rule agent ({rule[0]:.2f})")
+        ax.axhline(
+            rule[0],
+            color="gray",
+            linestyle="--",
+            label=f"rule agent, training goals ({rule[0]:.2f})",
+        )
     ax.set_xlabel("training dialogues (warm start included)")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
