@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import dqnlm.dialogue.dqn as dqn_module
+import dqnlm.core.losses as losses_module
 from dqnlm.core.networks import QNetwork
 from dqnlm.dialogue import DialogueConfig, DialogueEnv, RuleAgent, evaluate, load_domain
 from dqnlm.dialogue.config import TARGET_UPDATES, DialogueDQNConfig
@@ -241,13 +241,13 @@ def test_td_target_bootstraps_only_from_allowed_actions(monkeypatch, double_dqn,
         agent.replay.add(obs[None], [action], [0.5], next_obs[None], [False], [cfg.gamma])
 
     seen = {}
-    real_td_loss = dqn_module.td_loss
+    real_td_loss = losses_module.td_loss
 
-    def spy(q, target, kind):
+    def spy(q, target, kind, weights=None):
         seen["q"], seen["target"] = q.detach().clone(), target.clone()
-        return real_td_loss(q, target, kind)
+        return real_td_loss(q, target, kind, weights)
 
-    monkeypatch.setattr(dqn_module, "td_loss", spy)
+    monkeypatch.setattr(losses_module, "td_loss", spy)
     agent._losses, agent._qs = [], []
     agent._update()
 

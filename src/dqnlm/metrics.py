@@ -62,3 +62,15 @@ def _fmt(value: float | None) -> str:
 def read_metrics(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Write a matplotlib figure atomically (a temporary file, then a rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

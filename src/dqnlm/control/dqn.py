@@ -29,12 +29,11 @@ from dqnlm.core.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from dqnlm.core.losses import td_loss
+from dqnlm.core.losses import dqn_loss
 from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
-from dqnlm.core.td import double_value, greedy_value, td_target
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger
@@ -142,21 +141,7 @@ class DQN:
             batch = self.replay.sample(cfg.batch_size, self.global_step)
         else:
             batch = self.replay.sample(cfg.batch_size)
-        if cfg.double_dqn:
-            # one forward over [s; s'] costs less than two small ones; s' half is detached
-            q_all = self.q_net(torch.cat([batch.obs, batch.next_obs]))
-            q_obs, next_q_online = q_all[: cfg.batch_size], q_all[cfg.batch_size :].detach()
-        else:
-            q_obs = self.q_net(batch.obs)
-        q = q_obs.gather(1, batch.actions[:, None]).squeeze(1)
-        with torch.no_grad():
-            next_q_target = self.target(batch.next_obs)
-            if cfg.double_dqn:
-                next_value = double_value(next_q_online, next_q_target)
-            else:
-                next_value = greedy_value(next_q_target)
-            target = td_target(batch.rewards, next_value, batch.terminated, batch.discounts)
-        loss, td_error = td_loss(q, target, cfg.loss, batch.weights)
+        loss, q, td_error = dqn_loss(self.q_net, self.target, batch, cfg.loss, cfg.double_dqn)
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dqnlm.metrics import read_metrics
+from dqnlm.metrics import read_metrics, save_figure
 
 COLUMNS = ("step", "time_s", "episode_return", "eval_return", "loss", "mean_q", "epsilon")
 
@@ -44,9 +44,4 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)

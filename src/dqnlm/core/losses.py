@@ -1,11 +1,16 @@
-"""TD losses. Gradient-norm clipping is ``torch.nn.utils.clip_grad_norm_``."""
+"""TD losses, and the DQN / Double DQN loss of a replay batch. Gradient-norm clipping is
+``torch.nn.utils.clip_grad_norm_``."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from dqnlm.core.td import double_value, greedy_value, td_target
 
 LossKind = Literal["huber", "mse"]
 LOSS_KINDS: tuple[str, ...] = ("huber", "mse")
@@ -33,3 +38,35 @@ def td_loss(
         raise ValueError(f"unknown loss {kind!r}; choose one of {LOSS_KINDS}")
     loss = per_item.mean() if weights is None else (weights * per_item).mean()
     return loss, (target - predicted).detach()
+
+
+def dqn_loss(
+    q_net: Callable[[torch.Tensor], torch.Tensor],
+    target_net: Callable[[torch.Tensor], torch.Tensor],
+    batch,
+    kind: LossKind = "huber",
+    double: bool = True,
+    invalid: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DQN (or Double DQN) TD loss of a replay batch: (loss, Q of the taken actions,
+    TD errors). ``invalid(states)`` (bool, batch x actions) rules actions out of the
+    bootstrap (action masking); importance weights come from ``batch.weights``."""
+    n = len(batch.actions)
+    if double:
+        # one forward over [s; s'] costs less than two small ones; the s' half is detached
+        q_all = q_net(torch.cat([batch.obs, batch.next_obs]))
+        q_obs, next_online = q_all[:n], q_all[n:].detach()
+    else:
+        q_obs = q_net(batch.obs)
+    q = q_obs.gather(1, batch.actions[:, None]).squeeze(1)
+    with torch.no_grad():
+        next_target = target_net(batch.next_obs)
+        if invalid is not None:
+            ruled_out = invalid(batch.next_obs)
+            next_target = next_target.masked_fill(ruled_out, -math.inf)
+            if double:
+                next_online = next_online.masked_fill(ruled_out, -math.inf)
+        next_value = double_value(next_online, next_target) if double else greedy_value(next_target)
+        target = td_target(batch.rewards, next_value, batch.terminated, batch.discounts)
+    loss, td_error = td_loss(q, target, kind, batch.weights)
+    return loss, q, td_error

@@ -32,12 +32,11 @@ from dqnlm.core.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from dqnlm.core.losses import td_loss
+from dqnlm.core.losses import dqn_loss
 from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import ReplayBuffer
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
-from dqnlm.core.td import double_value, greedy_value, td_target
 from dqnlm.device import resolve_device
 from dqnlm.dialogue.agents import RuleAgent, evaluate
 from dqnlm.dialogue.config import TEST_SEED, VALIDATION_SEED, DialogueDQNConfig
@@ -45,7 +44,7 @@ from dqnlm.dialogue.env import DialogueEnv
 from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError, TrainingDiverged
-from dqnlm.metrics import MetricsLogger, read_metrics
+from dqnlm.metrics import MetricsLogger, read_metrics, save_figure
 
 COLUMNS = (
     "step",  # dialogues simulated so far, warm start included
@@ -172,28 +171,11 @@ class DialogueDQN:
         return self._rule.act(obs, self.env.tracker)
 
     # --------------------------------------------------------------- learning
-    def _masked(self, q: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        if self.mask is None:
-            return q
-        return q.masked_fill(self.mask.invalid(states), -math.inf)
-
     def _update(self) -> None:
         cfg = self.config
         batch = self.replay.sample(cfg.batch_size)
-        if cfg.double_dqn:
-            q_all = self.q_net(torch.cat([batch.obs, batch.next_obs]))
-            q_obs, next_online = q_all[: cfg.batch_size], q_all[cfg.batch_size :].detach()
-        else:
-            q_obs = self.q_net(batch.obs)
-        q = q_obs.gather(1, batch.actions[:, None]).squeeze(1)
-        with torch.no_grad():
-            next_target = self._masked(self.target(batch.next_obs), batch.next_obs)
-            if cfg.double_dqn:
-                next_value = double_value(self._masked(next_online, batch.next_obs), next_target)
-            else:
-                next_value = greedy_value(next_target)
-            target = td_target(batch.rewards, next_value, batch.terminated, batch.discounts)
-        loss, _ = td_loss(q, target, cfg.loss)
+        invalid = self.mask.invalid if self.mask is not None else None
+        loss, q, _ = dqn_loss(self.q_net, self.target, batch, cfg.loss, cfg.double_dqn, invalid)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
@@ -444,12 +426,7 @@ def plot_success(run_dir: Path, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 def _prefixed(result: dict, prefix: str) -> dict:

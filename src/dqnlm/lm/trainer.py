@@ -58,7 +58,7 @@ from dqnlm.lm.models import (
 from dqnlm.lm.pretrain import replace_dir
 from dqnlm.lm.qlearning import token_td_targets
 from dqnlm.lm.rewards import parse_reward
-from dqnlm.metrics import MetricsLogger
+from dqnlm.metrics import MetricsLogger, save_figure
 
 CHECKPOINTS = "checkpoints"
 COLUMNS = (
@@ -506,8 +506,4 @@ def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
     fig.suptitle(f"{Path(run_dir).name}")
     fig.tight_layout()
     out = Path(out) if out is not None else Path(run_dir) / "reward_kl.png"
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
