@@ -83,7 +83,7 @@ class PeriodicEval(BaseCallback):
         now = self.num_timesteps
         if self.interval <= 0 or now % self.interval or now >= self.total:
             return True
-        returns = run_episodes(
+        returns, _, _ = run_episodes(
             ENV_ID, self.greedy, self.episodes, self.seed + VALIDATION_SEED_OFFSET
         )
         mean = float(returns.mean())
@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "MlpPolicy", ENV_ID, seed=args.seed, verbose=0, device=args.device, **ZOO_HYPERPARAMS
     )
     model.learn(total_timesteps=args.steps, callback=callback)
-    final = run_episodes(ENV_ID, callback.greedy, args.final_episodes, args.seed + TEST_SEED_OFFSET)
+    final, _, _ = run_episodes(
+        ENV_ID, callback.greedy, args.final_episodes, args.seed + TEST_SEED_OFFSET
+    )
     train_time = time.perf_counter() - callback.start
     final_mean = float(final.mean())
     time_to_target = callback.time_to_target

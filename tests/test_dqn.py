@@ -301,3 +301,21 @@ def test_update_and_target_schedule_do_not_depend_on_n_envs(tiny, tmp_path, n_en
     loaded = DQN.load(tmp_path / "run")
     assert (loaded.target.period, loaded.config.train_freq) == (50, 4)
     assert loaded.num_updates == agent.num_updates and loaded.global_step == 800
+
+
+# ------------------------------------------------------------------- overestimation measure
+def test_q_overestimation_is_start_q_minus_the_discounted_return(tiny, tmp_path):
+    """A Q-network that says 5 everywhere overshoots each CartPole episode of T steps
+    (reward 1 per step) by 5 - (1 - gamma^T) / (1 - gamma)."""
+    agent = DQN(tiny(total_steps=500, gamma=0.9))
+    with torch.no_grad():
+        agent.q_net.head.weight.zero_()
+        agent.q_net.head.bias.fill_(5.0)
+    result = agent.evaluate(episodes=3, seed=0)
+    lengths = np.array(result["returns"])  # CartPole pays 1 per step
+    discounted = (1 - 0.9**lengths) / (1 - 0.9)
+    assert result["q_overestimation"] == pytest.approx(5.0 - discounted.mean(), rel=1e-6)
+    agent = DQN(tiny(total_steps=600, eval_interval=300), tmp_path / "run")
+    agent.learn(progress=False, tensorboard=False)
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["eval_return"]]
+    assert rows and all(r["q_overestimation"] for r in rows)

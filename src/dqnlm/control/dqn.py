@@ -119,11 +119,19 @@ class DQN:
         """
         episodes = episodes or self.config.final_eval_episodes
         seed = self.config.seed + TEST_SEED_OFFSET if seed is None else seed
-        returns = run_episodes(self.config.env_id, self.predict, episodes, seed)
+        cfg = self.config
+        returns, discounted, starts = run_episodes(
+            cfg.env_id, self.predict, episodes, seed, gamma=cfg.gamma
+        )
+        with torch.no_grad():
+            start_q = self.q_net(torch.as_tensor(starts, dtype=torch.float32, device=self.device))
         return {
             "mean_return": float(returns.mean()),
             "std_return": float(returns.std()),
             "episodes": episodes,
+            # how far the greedy value of the start state overshoots the discounted return
+            # it actually earns (van Hasselt et al. 2016's overestimation measure)
+            "q_overestimation": float(start_q.max(dim=1).values.mean().item() - discounted.mean()),
             "returns": returns.tolist(),
         }
 
@@ -254,6 +262,7 @@ class DQN:
                             now,
                             time_s=time.perf_counter() - start,
                             eval_return=result["mean_return"],
+                            q_overestimation=result["q_overestimation"],
                         )
                     postfix["eval"] = f"{result['mean_return']:.1f}"
                     bar.set_postfix(postfix, refresh=False)
@@ -274,7 +283,12 @@ class DQN:
             self.elapsed = time.perf_counter() - start
             final["step"], final["stopped_early"] = self.global_step, self.stopped_early
             if self.run_dir is not None:
-                logger.log(self.global_step, time_s=self.elapsed, eval_return=final["mean_return"])
+                logger.log(
+                    self.global_step,
+                    time_s=self.elapsed,
+                    eval_return=final["mean_return"],
+                    q_overestimation=final["q_overestimation"],
+                )
                 self.save_checkpoint()
                 atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1))
                 logger.close()

@@ -46,27 +46,33 @@ def make_vec_env(env_id: str, n_envs: int) -> SyncVectorEnv:
     )
 
 
-def run_episodes(env_id: str, policy, episodes: int, seed: int, batch: int = 32) -> np.ndarray:
-    """Returns of ``episodes`` episodes, played ``batch`` at a time with one policy call per step.
+def run_episodes(
+    env_id: str, policy, episodes: int, seed: int, batch: int = 32, gamma: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Play ``episodes`` episodes, ``batch`` at a time with one policy call per step:
+    (returns, returns discounted by ``gamma``, the first observation of each episode).
 
     ``policy`` maps an observation array ``(n, obs_dim)`` to actions ``(n,)``. Episode
     ``i`` is seeded with ``seed + i``, so the same call always plays the same episodes.
     """
-    returns = np.zeros(episodes)
+    returns, discounted = np.zeros(episodes), np.zeros(episodes)
+    starts = []
     for start in range(0, episodes, batch):
         ids = range(start, min(start + batch, episodes))
         envs = [_make(env_id) for _ in ids]
         obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids)]
-        live = list(range(len(envs)))
+        starts += obs
+        live, discount = list(range(len(envs))), 1.0
         while live:
             actions = policy(np.stack([obs[j] for j in live]))
             still = []
             for j, action in zip(live, actions):
                 obs[j], reward, terminated, truncated, _ = envs[j].step(int(action))
                 returns[start + j] += reward
+                discounted[start + j] += discount * reward
                 if not (terminated or truncated):
                     still.append(j)
-            live = still
+            live, discount = still, discount * gamma
         for env in envs:
             env.close()
-    return returns
+    return returns, discounted, np.stack(starts)

@@ -8,7 +8,16 @@ import numpy as np
 
 from dqnlm.metrics import read_metrics, save_figure
 
-COLUMNS = ("step", "time_s", "episode_return", "eval_return", "loss", "mean_q", "epsilon")
+COLUMNS = (
+    "step",
+    "time_s",
+    "episode_return",
+    "eval_return",
+    "loss",
+    "mean_q",
+    "epsilon",
+    "q_overestimation",  # greedy Q of the start states minus the discounted return earned
+)
 
 
 def _series(rows: list[dict[str, str]], column: str) -> tuple[np.ndarray, np.ndarray]:
