@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dqnlm.cli.common import add_config_arguments, config_fields_help
 from dqnlm.cli.dialogue import add_dialogue_parser, cmd_dialogue
+from dqnlm.cli.experiments import add_experiment_parsers, cmd_report, cmd_sweep
 from dqnlm.cli.lm import add_lm_parser, cmd_lm
 from dqnlm.control.config import DQNConfig
 from dqnlm.core.checkpoint import CheckpointError
@@ -67,6 +68,7 @@ def _add_others(sub) -> None:
     sub.add_parser("presets", help="list the tuned presets")
     add_lm_parser(sub)
     add_dialogue_parser(sub)
+    add_experiment_parsers(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +201,8 @@ COMMANDS = {
     "presets": cmd_presets,
     "lm": cmd_lm,
     "dialogue": cmd_dialogue,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
 }
 
 

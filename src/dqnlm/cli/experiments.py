@@ -1,0 +1,50 @@
+"""``dqnlm sweep`` and ``dqnlm report``: multi-seed experiments (a thin face over dqnlm.experiments)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dqnlm.errors import DQNLMError
+
+
+def add_experiment_parsers(sub) -> None:
+    from dqnlm.experiments import sweep
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of environments x variants x seeds in parallel (resumable)",
+        description=sweep.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, required=True, metavar="SWEEP.toml", help="the grid")
+    p.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
+    p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<file name>)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+
+    p = sub.add_parser("report", help="aggregate a sweep into a markdown report with figures")
+    p.add_argument("sweep_dir", type=Path, metavar="DIR")
+    p.add_argument("--baseline", help="the variant others are compared with (default: the first)")
+
+
+def cmd_sweep(args) -> int:
+    from dqnlm.experiments.report import write_report
+    from dqnlm.experiments.sweep import load_sweep, sweep
+
+    if args.workers < 1:
+        raise DQNLMError(f"--workers must be >= 1, got {args.workers}")
+    spec = load_sweep(args.config)
+    out = args.out or Path("runs") / f"sweep-{args.config.stem}"
+    runs = sweep(spec, out, args.workers, progress=not args.no_progress)
+    print(f"{len(runs)} runs finished in {out}")
+    if not args.no_report:
+        print(f"report: {write_report(out)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from dqnlm.experiments.report import write_report
+
+    print(write_report(args.sweep_dir, args.baseline))
+    return 0

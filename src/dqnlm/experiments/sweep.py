@@ -1,0 +1,172 @@
+"""Sweeps: a grid of environments x config variants x seeds, run in worker processes.
+
+A sweep file (TOML) names the grid::
+
+    seeds = 10                      # or a list: [0, 1, 2]
+    [base]                          # config fields for every run (after the env's preset)
+    eval_interval = 5_000
+    [envs.cartpole]                 # an env: a preset and/or env_id, plus config fields
+    preset = "cartpole"
+    total_steps = 30_000
+    [variants.none]                 # a variant: config fields on top
+    target_update = "none"
+
+Each run is an ordinary control run directory, ``OUT/runs/<env>/<variant>/s<seed>``.
+A run is finished when its ``eval.json`` exists, so a sweep started again skips it; a
+run killed mid-way continues from its last checkpoint. Sweeps never stop early:
+every run spends its whole budget, so curves and areas compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from dqnlm.config_io import load_toml, replace
+from dqnlm.core.checkpoint import atomic_write_text
+from dqnlm.errors import ConfigError
+
+SPEC = "sweep.json"
+ENV_KEYS = ("preset", "env_id", "low", "high", "threshold")
+"""Env-table keys that are not config fields: low/high normalise scores (random and
+best return), threshold is the return a run must reach before it can collapse."""
+
+
+@dataclass(frozen=True)
+class Run:
+    env: str
+    variant: str
+    seed: int
+    config: dict[str, Any]
+    """The DQNConfig fields, as plain values."""
+
+    def directory(self, out: Path) -> Path:
+        return out / "runs" / self.env / self.variant / f"s{self.seed}"
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """Read and check a sweep file; returns the spec with every run's config resolved."""
+    raw = load_toml(path)
+    unknown = set(raw) - {"seeds", "base", "envs", "variants"}
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown top-level keys {sorted(unknown)}")
+    seeds = raw.get("seeds", 10)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+        raise ConfigError(
+            f"sweep file {path}: seeds must be a count or a list of ints, got {seeds!r}"
+        )
+    envs, variants = raw.get("envs", {}), raw.get("variants", {})
+    if not envs or not variants:
+        raise ConfigError(
+            f"sweep file {path}: needs at least one [envs.NAME] and one [variants.NAME]"
+        )
+    spec = {"seeds": seeds, "envs": {}, "variants": variants, "base": raw.get("base", {})}
+    for name, env in envs.items():
+        if not isinstance(env, dict):
+            raise ConfigError(f"sweep file {path}: [envs.{name}] must be a table")
+        spec["envs"][name] = _resolve_env(path, name, env, spec["base"], variants)
+    return json.loads(json.dumps(spec))  # plain JSON values, as saved in sweep.json
+
+
+def _resolve_env(path, name: str, env: dict, base: dict, variants: dict) -> dict[str, Any]:
+    from dqnlm.control.config import DQNConfig
+    from dqnlm.control.presets import get_preset
+
+    preset = get_preset(env["preset"]) if "preset" in env else None
+    config = preset.config() if preset else DQNConfig()
+    if "env_id" in env:
+        config = replace(config, {"env_id": env["env_id"]}, source=f"{path} [envs.{name}]")
+    fields = {k: v for k, v in env.items() if k not in ENV_KEYS}
+    configs = {}
+    for variant, values in variants.items():
+        where = f"{path} [envs.{name}] x [variants.{variant}]"
+        resolved = replace(config, {**base, **fields, **values}, source=where)
+        resolved = dataclasses.replace(resolved, stop_at_return=None)
+        try:
+            resolved.validate()
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        configs[variant] = dataclasses.asdict(resolved)
+    threshold = env.get("threshold", preset.mark if preset else None)
+    return {
+        "env_id": config.env_id,
+        "low": env.get("low"),
+        "high": env.get("high", threshold),
+        "threshold": threshold,
+        "configs": configs,
+    }
+
+
+def runs_of(spec: dict[str, Any]) -> list[Run]:
+    return [
+        Run(env, variant, seed, {**info["configs"][variant], "seed": seed})
+        for env, info in spec["envs"].items()
+        for variant in spec["variants"]
+        for seed in spec["seeds"]
+    ]
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "eval.json").is_file()
+
+
+def execute(run: Run, run_dir: Path) -> dict:
+    """Train one run to the end (in a worker process), resuming a killed one."""
+    import torch
+
+    from dqnlm.config_io import replace as replace_fields
+    from dqnlm.control import DQN, DQNConfig
+
+    torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
+    if (run_dir / "checkpoints" / "latest.json").is_file():
+        agent = DQN.load(run_dir)
+    else:
+        if run_dir.exists():  # started but killed before its first checkpoint
+            shutil.rmtree(run_dir)
+        config = replace_fields(DQNConfig(), run.config, source=str(run_dir))
+        agent = DQN(config, run_dir)
+    result = agent.learn(progress=False, tensorboard=False)
+    return {"run": str(run_dir), "mean_return": result["mean_return"]}
+
+
+def sweep(spec: dict[str, Any], out: Path, workers: int = 2, progress: bool = True) -> list[Path]:
+    """Run every unfinished run of ``spec`` under ``out``; returns all run directories."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / SPEC
+    if saved.is_file() and json.loads(saved.read_text()) != spec:
+        raise ConfigError(
+            f"{out} holds a different sweep ({saved}); use another --out, or the same sweep file"
+        )
+    atomic_write_text(saved, json.dumps(spec, indent=1))
+    runs = runs_of(spec)
+    todo = [r for r in runs if not is_finished(r.directory(out))]
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", disable=not progress)
+    context = multiprocessing.get_context("spawn")  # no forked torch state in workers
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(execute, r, r.directory(out)): r for r in todo}
+        try:
+            for future in as_completed(futures):
+                run = futures[future]
+                result = future.result()
+                bar.set_postfix_str(
+                    f"{run.env}/{run.variant}/s{run.seed}: {result['mean_return']:.1f}",
+                    refresh=False,
+                )
+                bar.update()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+    return [r.directory(out) for r in runs]
