@@ -289,8 +289,10 @@ class DQN:
                     eval_return=final["mean_return"],
                     q_overestimation=final["q_overestimation"],
                 )
-                self.save_checkpoint()
+                # eval.json first: a kill between the two resumes from the previous
+                # checkpoint, never from a finished one whose final row is already logged
                 atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1))
+                self.save_checkpoint()
                 logger.close()
                 logger = None
                 plot_runs([self.run_dir], self.run_dir / "learning_curve.png", title=cfg.env_id)

@@ -88,6 +88,11 @@ def bounds(spec: dict, cells: dict[str, dict[str, Cell]]) -> dict[str, tuple[flo
         high = info["high"]
         if high is None:  # no threshold given: the best final return seen
             high = max((c.final.max() for c in cells.get(env, {}).values()), default=low + 1)
+        if high <= low:
+            raise DQNLMError(
+                f"{env}: the normalising range is empty (low {low:.1f}, high {high:.1f}); "
+                "set low and high in the sweep file"
+            )
         result[env] = (float(low), float(high))
     return result
 

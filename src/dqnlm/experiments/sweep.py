@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from dqnlm.core.checkpoint import atomic_write_text
 from dqnlm.errors import ConfigError
 
 SPEC = "sweep.json"
+NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
+"""Env and variant names: they become directory names."""
 ENV_KEYS = ("preset", "env_id", "low", "high", "threshold")
 """Env-table keys that are not config fields: low/high normalise scores (random and
 best return), threshold is the return a run must reach before it can collapse."""
@@ -59,49 +62,81 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown top-level keys {sorted(unknown)}")
     seeds = raw.get("seeds", 10)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if _is_int(seeds) and seeds > 0:
         seeds = list(range(seeds))
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+    if not (isinstance(seeds, list) and seeds and all(_is_int(s) for s in seeds)):
         raise ConfigError(
-            f"sweep file {path}: seeds must be a count or a list of ints, got {seeds!r}"
+            f"sweep file {path}: seeds must be a positive count or a list of ints, got {seeds!r}"
         )
-    envs, variants = raw.get("envs", {}), raw.get("variants", {})
-    if not envs or not variants:
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"sweep file {path}: seeds repeat: {seeds}")
+    tables = {key: raw.get(key, {}) for key in ("base", "envs", "variants")}
+    for key, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"sweep file {path}: {key} must be a table, got {table!r}")
+        if key != "base":
+            for name, entry in table.items():
+                if not isinstance(entry, dict):
+                    raise ConfigError(f"sweep file {path}: [{key}.{name}] must be a table")
+                if not NAME.fullmatch(name):
+                    raise ConfigError(
+                        f"sweep file {path}: [{key}.{name}]: names may hold letters, digits "
+                        "and . _ + - only (they become directory names)"
+                    )
+    if not tables["envs"] or not tables["variants"]:
         raise ConfigError(
             f"sweep file {path}: needs at least one [envs.NAME] and one [variants.NAME]"
         )
-    spec = {"seeds": seeds, "envs": {}, "variants": variants, "base": raw.get("base", {})}
-    for name, env in envs.items():
-        if not isinstance(env, dict):
-            raise ConfigError(f"sweep file {path}: [envs.{name}] must be a table")
-        spec["envs"][name] = _resolve_env(path, name, env, spec["base"], variants)
+    spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
+    for name, env in tables["envs"].items():
+        try:
+            spec["envs"][name] = _resolve_env(name, env, spec["base"], spec["variants"])
+        except ConfigError as e:
+            raise ConfigError(f"sweep file {path}: {e}") from None
     return json.loads(json.dumps(spec))  # plain JSON values, as saved in sweep.json
 
 
-def _resolve_env(path, name: str, env: dict, base: dict, variants: dict) -> dict[str, Any]:
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _resolve_env(name: str, env: dict, base: dict, variants: dict) -> dict[str, Any]:
     from dqnlm.control.config import DQNConfig
     from dqnlm.control.presets import get_preset
 
-    preset = get_preset(env["preset"]) if "preset" in env else None
-    config = preset.config() if preset else DQNConfig()
-    if "env_id" in env:
-        config = replace(config, {"env_id": env["env_id"]}, source=f"{path} [envs.{name}]")
-    fields = {k: v for k, v in env.items() if k not in ENV_KEYS}
+    where = f"[envs.{name}]"
+    try:
+        preset = get_preset(env["preset"]) if "preset" in env else None
+        config = preset.config() if preset else DQNConfig()
+        if "env_id" in env:
+            config = replace(config, {"env_id": env["env_id"]})
+        config = replace(config, base, source="[base]")
+        config = replace(config, {k: v for k, v in env.items() if k not in ENV_KEYS}, where)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    for key in ("low", "high", "threshold"):
+        value = env.get(key)
+        if value is not None and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        ):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
     configs = {}
     for variant, values in variants.items():
-        where = f"{path} [envs.{name}] x [variants.{variant}]"
-        resolved = replace(config, {**base, **fields, **values}, source=where)
-        resolved = dataclasses.replace(resolved, stop_at_return=None)
+        here = f"{where} x [variants.{variant}]"
         try:
-            resolved.validate()
+            resolved = replace(config, values, source=here)
+            resolved = dataclasses.replace(resolved, stop_at_return=None).validate()
         except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+            raise ConfigError(f"{here}: {e}") from None
         configs[variant] = dataclasses.asdict(resolved)
     threshold = env.get("threshold", preset.mark if preset else None)
+    high = env.get("high", threshold)
+    if high is not None and env.get("low") is not None and high <= env["low"]:
+        raise ConfigError(f"{where}: high must exceed low, got low {env['low']}, high {high}")
     return {
         "env_id": config.env_id,
         "low": env.get("low"),
-        "high": env.get("high", threshold),
+        "high": high,
         "threshold": threshold,
         "configs": configs,
     }
