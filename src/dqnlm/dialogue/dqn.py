@@ -134,13 +134,9 @@ class DialogueDQN:
     def act(self, obs: np.ndarray, epsilon: float) -> int:
         """Epsilon-greedy over the allowed actions."""
         if self.rng.random() < epsilon:
-            allowed = (
-                np.flatnonzero(self.env.tracker.action_mask()) if self.mask is not None else None
-            )
-            n = len(self.env.tracker.actions)
-            return (
-                int(self.rng.choice(allowed)) if allowed is not None else int(self.rng.integers(n))
-            )
+            if self.mask is None:
+                return int(self.rng.integers(len(self.env.tracker.actions)))
+            return int(self.rng.choice(np.flatnonzero(self.env.tracker.action_mask())))
         return self.policy.act(obs)
 
     def _play(self, choose, learn: bool = True) -> tuple[bool, float, int]:
