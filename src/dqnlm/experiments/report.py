@@ -39,15 +39,17 @@ class Cell:
     curves: np.ndarray  # seeds x steps: evaluation returns
     final: np.ndarray  # seeds: final evaluation return (test seeds)
     q_over: np.ndarray  # seeds: Q overestimation at the final evaluation
+    q_curves: np.ndarray  # seeds x steps: Q overestimation at each evaluation
     seeds: list[int]
 
 
-def _read_run(run_dir: Path) -> tuple[list[float], list[float], float, float]:
+def _read_run(run_dir: Path) -> tuple[list[float], list[float], float, float, list[float]]:
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r.get("eval_return")]
     final = json.loads((run_dir / "eval.json").read_text())
     steps = [float(r["step"]) for r in rows]
     returns = [float(r["eval_return"]) for r in rows]
-    return steps, returns, float(final["mean_return"]), float(final.get("q_overestimation", "nan"))
+    q_over = [float(r.get("q_overestimation") or "nan") for r in rows]
+    return steps, returns, float(final["mean_return"]), float(final["q_overestimation"]), q_over
 
 
 def collect(out: Path, spec: dict) -> dict[str, dict[str, Cell]]:
@@ -64,6 +66,7 @@ def collect(out: Path, spec: dict) -> dict[str, dict[str, Cell]]:
             curves=np.array([returns[:length] for _, returns, *_ in read]),
             final=np.array([r[2] for r in read]),
             q_over=np.array([r[3] for r in read]),
+            q_curves=np.array([r[4][:length] for r in read]),
             seeds=[r.seed for r in group],
         )
     return cells
@@ -124,7 +127,8 @@ def _fmt(interval: stats.Interval, digits: int = 1) -> str:
     return f"{interval.point:.{digits}f} [{interval.lower:.{digits}f}, {interval.upper:.{digits}f}]"
 
 
-def _plot_curves(cells, spec, variants, path: Path) -> None:
+def _plot_curves(cells, spec, variants, path: Path, field: str, ylabel: str) -> None:
+    """One panel per environment: the IQM over seeds of ``field`` with a 95% CI band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,8 +141,11 @@ def _plot_curves(cells, spec, variants, path: Path) -> None:
             cell = cells[env].get(variant)
             if cell is None:
                 continue
+            curves = getattr(cell, field)
+            if not np.isfinite(curves).all():
+                continue
             points = [
-                stats.stratified_bootstrap_ci({"v": cell.curves[:, j : j + 1]}, stats.iqm, 500)["v"]
+                stats.stratified_bootstrap_ci({"v": curves[:, j : j + 1]}, stats.iqm, 500)["v"]
                 for j in range(len(cell.steps))
             ]
             ax.plot(cell.steps, [p.point for p in points], color=f"C{i}", label=variant)
@@ -151,7 +158,7 @@ def _plot_curves(cells, spec, variants, path: Path) -> None:
             )
         ax.set_title(spec["envs"][env]["env_id"])
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("evaluation return (IQM, 95% CI)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -223,8 +230,32 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
         low, high = edges[env]
         lines.append(f"* {env} (`{spec['envs'][env]['env_id']}`): low {low:.1f}, high {high:.1f}")
 
-    _plot_curves(cells, spec, variants, figures / "learning_curves.png")
+    _plot_curves(
+        cells,
+        spec,
+        variants,
+        figures / "learning_curves.png",
+        "curves",
+        "evaluation return (IQM, 95% CI)",
+    )
+    _plot_curves(
+        cells,
+        spec,
+        variants,
+        figures / "q_overestimation.png",
+        "q_curves",
+        "Q(start) - discounted return (IQM)",
+    )
     lines += ["", "## Learning curves", "", "![learning curves](figures/learning_curves.png)", ""]
+    lines += [
+        "## Q overestimation during training",
+        "",
+        "Greedy Q of the evaluation episodes' start states minus the discounted return they "
+        "earned (> 0: overestimation).",
+        "",
+        "![Q overestimation](figures/q_overestimation.png)",
+        "",
+    ]
 
     lines += ["## Per environment", ""]
     header = (
