@@ -456,6 +456,7 @@ def cell(curves, steps=(0, 50, 100), final=None, q_over=None) -> Cell:
         curves=curves,
         final=np.array(final if final is not None else curves[:, -1], dtype=float),
         q_over=np.array(q_over if q_over is not None else np.zeros(len(curves)), dtype=float),
+        q_curves=np.zeros_like(curves),
         seeds=list(range(len(curves))),
     )
 
