@@ -152,7 +152,7 @@ def plot(root: Path, summary: dict, out: Path) -> None:
         steps = np.array([p[0] for p in curves[0][:length]])
         values = np.array([[p[1] for p in c[:length]] for c in curves])
         ax.plot(steps, values.mean(0), color=f"C{i}", label=variant)
-        ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.15)
+        ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.1)
     rule = summary["rule"]["noise 0"]["success_rate"]
     ax.axhline(rule, color="gray", linestyle="--", label=f"rule agent, test ({rule:.2f})")
     ax.axhline(GOAL_SUCCESS, color="black", linewidth=0.6, linestyle=":")
