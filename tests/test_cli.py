@@ -12,7 +12,7 @@ import pytest
 
 from dqnlm.cli import main
 
-HEADER = "step,time_s,episode_return,eval_return,loss,mean_q,epsilon"
+HEADER = "step,time_s,episode_return,eval_return,loss,mean_q,epsilon,q_overestimation"
 BAD_HYPERPARAMETERS = [
     "--set",
     "gamma=2",
