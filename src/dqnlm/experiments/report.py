@@ -127,8 +127,11 @@ def _fmt(interval: stats.Interval, digits: int = 1) -> str:
     return f"{interval.point:.{digits}f} [{interval.lower:.{digits}f}, {interval.upper:.{digits}f}]"
 
 
-def _plot_curves(cells, spec, variants, path: Path, field: str, ylabel: str) -> None:
-    """One panel per environment: the IQM over seeds of ``field`` with a 95% CI band."""
+def _plot_curves(
+    cells, spec, variants, path: Path, field: str, ylabel: str, symlog: bool = False
+) -> None:
+    """One panel per environment: the IQM over seeds of ``field`` with a 95% CI band
+    (``symlog``: a y axis linear near 0 and logarithmic beyond, for diverging values)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,6 +162,8 @@ def _plot_curves(cells, spec, variants, path: Path, field: str, ylabel: str) -> 
         ax.set_title(spec["envs"][env]["env_id"])
         ax.set_xlabel("environment steps")
         ax.set_ylabel(ylabel)
+        if symlog:
+            ax.set_yscale("symlog", linthresh=10.0)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -245,6 +250,7 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
         figures / "q_overestimation.png",
         "q_curves",
         "Q(start) - discounted return (IQM)",
+        symlog=True,
     )
     lines += ["", "## Learning curves", "", "![learning curves](figures/learning_curves.png)", ""]
     lines += [
