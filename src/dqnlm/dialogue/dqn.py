@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from dqnlm.config_io import load_toml, replace, to_toml
@@ -286,12 +286,8 @@ class DialogueDQN:
     def save_policy(self) -> Path:
         """The policy weights as safetensors; config.toml beside them says how to rebuild it."""
         path = self.run_dir / POLICY
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.q_net.state_dict().items()}, tmp
-        )
-        atomic_write(path, tmp.read_bytes())
-        tmp.unlink()
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.q_net.state_dict().items()}
+        atomic_write(path, save(weights))
         return path
 
     def save_checkpoint(self) -> Path:
