@@ -136,7 +136,7 @@ class DialogueDQN:
         if self.rng.random() < epsilon:
             if self.mask is None:
                 return int(self.rng.integers(len(self.env.tracker.actions)))
-            return int(self.rng.choice(np.flatnonzero(self.env.tracker.action_mask())))
+            return int(self.rng.choice(np.flatnonzero(~self.mask.invalid(obs[None])[0])))
         return self.policy.act(obs)
 
     def _play(self, choose, learn: bool = True) -> tuple[bool, float, int]:
