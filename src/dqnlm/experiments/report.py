@@ -290,13 +290,10 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
 
     if complete:
         n = min(len(cells[e][v].final) for e in complete for v in variants)
+        lows, highs = ([edges[e][k] for e in complete] for k in (0, 1))
         normalized = {
-            v: np.stack(
-                [
-                    (cells[e][v].final[:n] - edges[e][0]) / (edges[e][1] - edges[e][0])
-                    for e in complete
-                ],
-                axis=1,
+            v: stats.normalize(
+                np.stack([cells[e][v].final[:n] for e in complete], axis=1), lows, highs
             )
             for v in variants
         }
