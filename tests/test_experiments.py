@@ -563,6 +563,17 @@ def test_report_of_hand_made_runs(tmp_path, capsys):
     assert "## Across environments (c; 2 runs each)" in text
     for name in FIGURES:
         assert (out / "figures" / name).is_file()
+    # the per-seed numbers behind the tables
+    results = json.loads((out / "results.json").read_text())
+    assert results["bounds"] == {"c": [0.0, 100.0]}
+    b = results["envs"]["c"]["b"]
+    assert b["seeds"] == [0, 1] and b["final_return"] == [30.0, 30.0]
+    assert b["auc"] == pytest.approx([0.2, 0.2]) and b["q_overestimation"] == [1.0, 2.0]
+    assert (b["reached"], b["collapsed"]) == (0, 0)
+    assert results["envs"]["c"]["a"]["collapsed"] == 1
+    assert results["across"]["b"]["final_iqm"]["point"] == pytest.approx(0.3)
+    assert results["across"]["b"]["p_improvement_over_a"] is not None
+    assert results["across"]["a"]["p_improvement_over_a"] is None
 
 
 def test_report_of_a_partial_sweep(tmp_path):

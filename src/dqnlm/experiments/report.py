@@ -12,7 +12,8 @@ threshold (its preset mark). Per environment and across environments the report 
   below half the way from ``low`` to the threshold after first reaching the threshold;
 * performance profiles and the probability that each variant beats the baseline.
 
-Only finished runs count; the report says how many there are per cell.
+Only finished runs count; the report says how many there are per cell. ``results.json``
+holds the per-seed numbers behind every table, so they can be re-analysed elsewhere.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def collapses(cell: Cell, threshold: float | None, low: float) -> tuple[int, int
             reached += 1
             fell += bool((curve[hits[0] + 1 :] < floor).any())
     return reached, fell
+
+
+def _interval(interval: stats.Interval) -> dict[str, float]:
+    return {"point": interval.point, "lower": interval.lower, "upper": interval.upper}
 
 
 def _fmt(interval: stats.Interval, digits: int = 1) -> str:
@@ -263,6 +268,7 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
         "",
     ]
 
+    results: dict = {"bounds": {e: list(edges[e]) for e in envs}, "envs": {}, "across": {}}
     lines += ["## Per environment", ""]
     header = (
         "| env | variant | runs | final IQM [95% CI] | final mean [95% CI] | AUC IQM [95% CI] "
@@ -283,6 +289,17 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
                 {"v": auc(cell, low, high)[:, None]}, stats.iqm, REPS
             )
             reached, fell = collapses(cell, spec["envs"][env]["threshold"], low)
+            results["envs"].setdefault(env, {})[variant] = {
+                "seeds": cell.seeds,
+                "final_return": cell.final.tolist(),
+                "auc": auc(cell, low, high).tolist(),
+                "q_overestimation": cell.q_over.tolist(),
+                "final_iqm": _interval(iqm),
+                "final_mean": _interval(mean),
+                "auc_iqm": _interval(area["v"]),
+                "reached": reached,
+                "collapsed": fell,
+            }
             lines.append(
                 f"| {env} | {variant} | {len(cell.final)} | {_fmt(iqm)} | {_fmt(mean)} "
                 f"| {_fmt(area['v'], 2)} | {np.median(cell.q_over):.2f} | {fell} / {reached} |"
@@ -327,6 +344,15 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
             "|---|---|---|---|---|",
         ]
         for v in variants:
+            results["across"][v] = {
+                "envs": complete,
+                "final_iqm": _interval(final_iqm[v]),
+                "final_mean": _interval(final_mean[v]),
+                "auc_iqm": _interval(area_iqm[v]),
+                f"p_improvement_over_{baseline}": (
+                    _interval(improvement[v]) if v in improvement else None
+                ),
+            }
             poi = _fmt(improvement[v], 2) if v in improvement else "-"
             lines.append(
                 f"| {v} | {_fmt(final_iqm[v], 2)} | {_fmt(final_mean[v], 2)} "
@@ -340,6 +366,7 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
         ]
         if improvement:
             lines += ["", "![probability of improvement](figures/improvement.png)"]
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
