@@ -136,7 +136,8 @@ def _plot_curves(
     cells, spec, variants, path: Path, field: str, ylabel: str, symlog: bool = False
 ) -> None:
     """One panel per environment: the IQM over seeds of ``field`` with a 95% CI band
-    (``symlog``: a y axis linear near 0 and logarithmic beyond, for diverging values)."""
+    (``symlog``: where a panel's values pass 100 in size, a y axis linear near 0 and
+    logarithmic beyond, so diverging runs and stable ones show on one axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,6 +146,7 @@ def _plot_curves(
     envs = [e for e in spec["envs"] if e in cells]
     fig, axes = plt.subplots(1, len(envs), figsize=(5.2 * len(envs), 3.8), dpi=110, squeeze=False)
     for ax, env in zip(axes[0], envs):
+        largest = 0.0
         for i, variant in enumerate(variants):
             cell = cells[env].get(variant)
             if cell is None:
@@ -164,10 +166,11 @@ def _plot_curves(
                 color=f"C{i}",
                 alpha=0.15,
             )
+            largest = max(largest, max(abs(p.point) for p in points))
         ax.set_title(spec["envs"][env]["env_id"])
         ax.set_xlabel("environment steps")
         ax.set_ylabel(ylabel)
-        if symlog:
+        if symlog and largest > 100.0:
             ax.set_yscale("symlog", linthresh=10.0)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
