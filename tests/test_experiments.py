@@ -331,11 +331,6 @@ SPEC_ERRORS = [
         ("bad.toml", "[envs.c]", "table"),
         id="env-not-a-table",
     ),
-    pytest.param(
-        'seeds = 1\n[envs.c]\npreset = "cartpol"\n[variants.a]\n',
-        ("cartpol", "preset"),
-        id="unknown-preset",
-    ),
     pytest.param("seeds = \n", ("bad.toml", "not valid TOML"), id="bad-toml"),
     pytest.param(
         'seeds = 1\n[envs."../x"]\nenv_id = "CartPole-v1"\n[variants.a]\n',
