@@ -258,6 +258,51 @@ def test_sweep_resumes_simulated_kills(tmp_path, capsys):
     assert snapshot(out / "runs") == runs
 
 
+GROWN_SWEEP = (
+    TINY_BASE
+    + "total_steps = 200\nlog_interval = 100\neval_interval = 100\n"
+    + ENV
+    + "[variants.a]\n"
+)
+
+
+def test_a_sweep_grows_by_variants_and_seeds_without_rerunning(tmp_path):
+    """A sweep file that only adds variants and seeds continues the sweep: the runs both
+    share are kept as they are, and only the new ones train."""
+    out = tmp_path / "out"
+    first = load_sweep(write(tmp_path / "first.toml", "seeds = [0]\n" + GROWN_SWEEP))
+    sweep(first, out, workers=1, progress=False)
+    kept = snapshot(out / "runs" / "cartpole" / "a" / "s0")
+    grown_text = "seeds = [0, 1]\n" + GROWN_SWEEP + "[variants.b]\ngamma = 0.9\n"
+    grown = load_sweep(write(tmp_path / "grown.toml", grown_text))
+    dirs = sweep(grown, out, workers=1, progress=False)
+    assert len(dirs) == 4 and all(is_finished(d) for d in dirs)
+    assert snapshot(out / "runs" / "cartpole" / "a" / "s0") == kept
+    assert json.loads((out / SPEC).read_text()) == grown
+
+
+@pytest.mark.parametrize(
+    "env, variants, names",
+    [
+        (ENV, "[variants.a]\nlearning_rate = 1e-3\n", ("cartpole x a", "learning_rate")),
+        (ENV.replace("100", "50"), "[variants.a]\n", ("[envs.cartpole]", "100", "50")),
+    ],
+    ids=["variant-config", "env-threshold"],
+)
+def test_a_sweep_refuses_changes_to_runs_it_holds(tmp_path, capsys, env, variants, names):
+    out = tmp_path / "out"
+    out.mkdir()
+    old = load_sweep(write(tmp_path / "old.toml", "seeds = 1\n" + VALID_TAIL))
+    (out / SPEC).write_text(json.dumps(old))
+    config = write(tmp_path / "new.toml", "seeds = 1\n" + env + variants)
+    code = main(["sweep", "--config", str(config), "--out", str(out), "--no-progress"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 1 and "different sweep" in line
+    for name in names:
+        assert name in line
+    assert json.loads((out / SPEC).read_text()) == old  # nothing rewritten
+
+
 # ------------------------------------------------------- 6. execute() restarts a bare run
 def test_execute_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):
     spec = load_sweep(write(tmp_path / "det.toml", DETERMINISTIC_SWEEP))
@@ -384,7 +429,7 @@ def test_sweep_refuses_a_directory_holding_another_sweep(tmp_path, capsys):
     out.mkdir()
     other = load_sweep(write(tmp_path / "a.toml", "seeds = 2\n" + VALID_TAIL))
     (out / SPEC).write_text(json.dumps(other))
-    config = write(tmp_path / "b.toml", "seeds = 3\n" + VALID_TAIL)
+    config = write(tmp_path / "b.toml", "seeds = 3\n" + VALID_TAIL + "gamma = 0.9\n")
     code = main(["sweep", "--config", str(config), "--out", str(out), "--no-progress"])
     line = one_error_line(capsys.readouterr().err)
     assert code == 1

@@ -13,7 +13,9 @@ A sweep file (TOML) names the grid::
 
 Each run is an ordinary control run directory, ``OUT/runs/<env>/<variant>/s<seed>``.
 A run is finished when its ``eval.json`` exists, so a sweep started again skips it; a
-run killed mid-way continues from its last checkpoint. Sweeps never stop early:
+run killed mid-way continues from its last checkpoint. A sweep file may grow (more envs,
+variants or seeds) and rerun into the same directory: only the new runs train, and a
+change to a run already there is refused. Sweeps never stop early:
 every run spends its whole budget, so curves and areas compare.
 """
 
@@ -142,6 +144,24 @@ def _resolve_env(name: str, env: dict, base: dict, variants: dict) -> dict[str, 
     }
 
 
+def _conflict(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why ``new`` cannot continue the sweep ``old`` (None when it can): a sweep may grow by
+    envs, variants and seeds, but a run both share must keep its exact config."""
+    for env in old["envs"].keys() & new["envs"].keys():
+        was, now = old["envs"][env], new["envs"][env]
+        for key in ("env_id", "low", "high", "threshold"):
+            if was[key] != now[key]:
+                return f"[envs.{env}] {key} was {was[key]!r}, now {now[key]!r}"
+        for variant in was["configs"].keys() & now["configs"].keys():
+            before, after = was["configs"][variant], now["configs"][variant]
+            changed = sorted(
+                k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+            )
+            if changed:
+                return f"{env} x {variant}: {', '.join(changed)} changed"
+    return None
+
+
 def runs_of(spec: dict[str, Any]) -> list[Run]:
     return [
         Run(env, variant, seed, {**info["configs"][variant], "seed": seed})
@@ -178,10 +198,13 @@ def sweep(spec: dict[str, Any], out: Path, workers: int = 2, progress: bool = Tr
     """Run every unfinished run of ``spec`` under ``out``; returns all run directories."""
     out.mkdir(parents=True, exist_ok=True)
     saved = out / SPEC
-    if saved.is_file() and json.loads(saved.read_text()) != spec:
-        raise ConfigError(
-            f"{out} holds a different sweep ({saved}); use another --out, or the same sweep file"
-        )
+    if saved.is_file():
+        conflict = _conflict(json.loads(saved.read_text()), spec)
+        if conflict:
+            raise ConfigError(
+                f"{out} holds a different sweep ({saved}: {conflict}); use another --out, "
+                "or a sweep file that only adds envs, variants or seeds"
+            )
     atomic_write_text(saved, json.dumps(spec, indent=1))
     runs = runs_of(spec)
     todo = [r for r in runs if not is_finished(r.directory(out))]
