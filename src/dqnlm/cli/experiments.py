@@ -9,7 +9,7 @@ from dqnlm.errors import DQNLMError
 
 
 def add_experiment_parsers(sub) -> None:
-    from dqnlm.experiments import sweep
+    from dqnlm.experiments import report, sweep
 
     p = sub.add_parser(
         "sweep",
@@ -23,8 +23,15 @@ def add_experiment_parsers(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
 
-    p = sub.add_parser("report", help="aggregate a sweep into a markdown report with figures")
-    p.add_argument("sweep_dir", type=Path, metavar="DIR")
+    p = sub.add_parser(
+        "report",
+        help="aggregate a sweep into a markdown report with figures",
+        description=report.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "sweep_dir", type=Path, metavar="DIR", help="a sweep directory (holds sweep.json)"
+    )
     p.add_argument("--baseline", help="the variant others are compared with (default: the first)")
 
 
