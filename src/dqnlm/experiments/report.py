@@ -173,8 +173,14 @@ def _plot_curves(
         if symlog and largest > 100.0:
             ax.set_yscale("symlog", linthresh=10.0)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    # one legend below the panels, so it hides no curve
+    legend = {}
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    legend_inches = 0.25 * -(-len(legend) // 5) + 0.1  # rows of 5 entries
+    fig.set_figheight(fig.get_figheight() + legend_inches)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=5, fontsize=8)
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
     save_figure(fig, path)
 
 
