@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dqnlm.core.checkpoint import atomic_write_text
 from dqnlm.errors import DQNLMError
 from dqnlm.experiments import stats
 from dqnlm.experiments.sweep import SPEC, Run, is_finished, runs_of
@@ -284,6 +285,7 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
         "| Q overestimation (median) | collapsed / reached |"
     )
     lines += [header, "|---|---|---|---|---|---|---|---|"]
+    areas = {}  # (env, variant) -> per-seed AUC, reused by the cross-environment tables
     for env in envs:
         low, high = edges[env]
         for variant in variants:
@@ -294,14 +296,15 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
             final = cell.final[:, None]
             iqm = stats.stratified_bootstrap_ci({"v": final}, stats.iqm, REPS)["v"]
             mean = stats.stratified_bootstrap_ci({"v": final}, stats.mean, REPS)["v"]
+            areas[env, variant] = auc(cell, low, high)
             area = stats.stratified_bootstrap_ci(
-                {"v": auc(cell, low, high)[:, None]}, stats.iqm, REPS
+                {"v": areas[env, variant][:, None]}, stats.iqm, REPS
             )
             reached, fell = collapses(cell, spec["envs"][env]["threshold"], low)
             results["envs"].setdefault(env, {})[variant] = {
                 "seeds": cell.seeds,
                 "final_return": cell.final.tolist(),
-                "auc": auc(cell, low, high).tolist(),
+                "auc": areas[env, variant].tolist(),
                 "q_overestimation": cell.q_over.tolist(),
                 "final_iqm": _interval(iqm),
                 "final_mean": _interval(mean),
@@ -323,13 +326,10 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
             )
             for v in variants
         }
-        areas = {
-            v: np.stack([auc(cells[e][v], *edges[e])[:n] for e in complete], axis=1)
-            for v in variants
-        }
+        env_areas = {v: np.stack([areas[e, v][:n] for e in complete], axis=1) for v in variants}
         final_iqm = stats.stratified_bootstrap_ci(normalized, stats.iqm, REPS)
         final_mean = stats.stratified_bootstrap_ci(normalized, stats.mean, REPS)
-        area_iqm = stats.stratified_bootstrap_ci(areas, stats.iqm, REPS)
+        area_iqm = stats.stratified_bootstrap_ci(env_areas, stats.iqm, REPS)
         _plot_intervals(
             final_iqm, "normalised final score, IQM (95% CI)", figures / "final_iqm.png"
         )
@@ -375,7 +375,7 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
         ]
         if improvement:
             lines += ["", "![probability of improvement](figures/improvement.png)"]
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
