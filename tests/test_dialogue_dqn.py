@@ -329,6 +329,24 @@ def test_no_target_bootstraps_from_the_online_network():
 
 
 # ----------------------------------------------------------------------- warm start
+def test_updates_run_on_the_configured_device(monkeypatch):
+    """Replay batches and mask indices must follow the Q-network off the CPU (on ``meta``,
+    which holds no data, a tensor left on the CPU fails just as it would on CUDA)."""
+    import dqnlm.dialogue.dqn as dqn_module
+
+    monkeypatch.setattr(dqn_module, "resolve_device", lambda name: torch.device("meta"))
+    agent = DialogueDQN(tiny(batch_size=4))
+    assert next(agent.q_net.parameters()).device.type == "meta"
+    agent._rule = RuleAgent(agent.env.domain)
+    agent._rule.reset()
+    agent._play(agent._rule_act, learn=False)
+    agent._losses, agent._qs = [], []
+    agent._update()
+    assert agent.num_updates == 1 and agent._losses[0].device.type == "meta"
+    states = torch.zeros(3, agent.env.tracker.dim, device="meta")
+    assert agent.mask.invalid(states).device.type == "meta"
+
+
 def test_warm_start_fills_the_replay_before_learning(monkeypatch):
     cfg = tiny(warm_start_dialogues=30, epochs=2, dialogues_per_epoch=10)
     agent = DialogueDQN(cfg)

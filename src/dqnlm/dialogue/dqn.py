@@ -110,7 +110,9 @@ class DialogueDQN:
         period = 1 if cfg.target_update in ("epoch", "polyak") else cfg.target_update_period
         self.target = TargetNetwork(self.q_net, mode, period, cfg.tau)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
-        self.replay = ReplayBuffer(cfg.buffer_size, (tracker.dim,), seed=cfg.seed + 1)
+        self.replay = ReplayBuffer(
+            cfg.buffer_size, (tracker.dim,), device=self.device, seed=cfg.seed + 1
+        )
         self.mask = tracker.mask if cfg.action_mask else None
         self.policy = QPolicy(self.q_net, self.mask)
         self.rng = np.random.default_rng(cfg.seed)  # exploration and training goals

@@ -184,7 +184,9 @@ class ActionMask:
         if not isinstance(states, np.ndarray):
             import torch
 
-            features, unlock = torch.as_tensor(features), torch.as_tensor(unlock)
+            # on the states' device: indexing a CUDA tensor with CPU indices fails
+            features = torch.as_tensor(features, device=states.device)
+            unlock = torch.as_tensor(unlock, device=states.device)
         ruled = (states[:, features.clip(min=0)] > 0.5) & (features >= 0)
         lifted = states[:, unlock].sum(1) > 0.5
         return ruled & ~lifted[:, None]
