@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dqnlm.core.losses import LOSS_KINDS
 from dqnlm.core.target import TARGET_MODES
 from dqnlm.errors import ConfigError
+from dqnlm.seeding import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class DQNConfig:
     env_id: str = "CartPole-v1"
     """Gymnasium environment id; needs a discrete action space and vector observations."""
     seed: int = 0
-    """Seeds torch, numpy, action sampling and the environments. Evaluation uses other seeds."""
+    """Run seed in [0, 2**32 - 1]; torch, exploration, replay, training, validation and test
+    episodes each get an independent stream derived from it (dqnlm.seeding)."""
     total_steps: int = 50_000
     """Training length, in env steps summed over all environments."""
     n_envs: int = 1
@@ -54,7 +56,8 @@ class DQNConfig:
     buffer_size: int = 100_000
     """Replay capacity, in transitions."""
     learning_starts: int = 1_000
-    """Env steps of random play that fill the replay buffer before learning begins."""
+    """Env steps of uniformly random play (epsilon = 1) that fill the replay buffer before
+    learning begins; the epsilon schedule takes over after them."""
     train_freq: int = 4
     """Env steps between training rounds."""
     gradient_steps: int = 1
@@ -89,6 +92,9 @@ class DQNConfig:
     """Greedy episodes per evaluation during training."""
     final_eval_episodes: int = 20
     """Greedy episodes in the evaluation at the end of training (seeds unseen during training)."""
+    keep_best: bool = False
+    """At the end, if an earlier periodic evaluation scored higher than the final weights
+    do on the same validation episodes, keep those best weights (test seeds stay unseen)."""
     stop_at_return: float | None = None
     """End training early once a periodic evaluation's mean return reaches this (as SB3's
     StopTrainingOnRewardThreshold); the final evaluation then runs on unseen seeds."""
@@ -106,6 +112,12 @@ class DQNConfig:
         def need(ok: bool, message: str) -> None:
             if not ok:
                 problems.append(message)
+
+        need(
+            isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+            f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}",
+        )
+        need(bool(self.env_id.strip()), f"env_id must name an environment, got {self.env_id!r}")
 
         for name in ("total_steps", "learning_starts", "eval_interval"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")

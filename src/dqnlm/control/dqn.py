@@ -37,11 +37,10 @@ from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger
+from dqnlm.resources import check_fits
+from dqnlm.seeding import seed_streams
+from dqnlm.trust import check_module_reference
 
-# Evaluation never shares seeds with training. Periodic evaluations (which may stop
-# training early) and the final/CLI evaluation use disjoint seed ranges too.
-VALIDATION_SEED_OFFSET = 1_000_003
-TEST_SEED_OFFSET = 2_000_006
 CHECKPOINTS = "checkpoints"
 
 
@@ -63,10 +62,18 @@ class DQN:
         obs_space, action_space = env_spaces(cfg.env_id)
         self.device = resolve_device(cfg.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        n_actions = int(action_space.n)
+        check_fits(
+            estimate_bytes(cfg, obs_space.shape[0], n_actions),
+            f"buffer_size={cfg.buffer_size:,} with hidden_sizes={list(cfg.hidden_sizes)}",
+        )
+        # training, validation and test episodes come from independent seed streams, so
+        # evaluation never replays a training episode and adjacent run seeds share none
+        self.seeds = seed_streams(cfg.seed)
 
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(self.seeds.torch)
         self.q_net = QNetwork(
-            obs_space.shape[0], int(action_space.n), cfg.hidden_sizes, cfg.dueling, cfg.layer_norm
+            obs_space.shape[0], n_actions, cfg.hidden_sizes, cfg.dueling, cfg.layer_norm
         ).to(self.device)
         self.target = TargetNetwork(
             self.q_net, cfg.target_update, cfg.target_update_period, cfg.tau
@@ -80,9 +87,9 @@ class DQN:
             beta = linear(cfg.per_beta0, 1.0, cfg.total_steps)
             extra = {"alpha": cfg.per_alpha, "beta": beta, "eps": cfg.per_eps}
         self.replay = replay_cls(
-            cfg.buffer_size, obs_space.shape, device=self.device, seed=cfg.seed + 1, **extra
+            cfg.buffer_size, obs_space.shape, device=self.device, seed=self.seeds.replay, **extra
         )
-        self.rng = np.random.default_rng(cfg.seed)  # exploration
+        self.rng = np.random.default_rng(self.seeds.explore)  # exploration
         self.epsilon = linear(
             cfg.exploration_initial_eps,
             cfg.exploration_final_eps,
@@ -94,6 +101,9 @@ class DQN:
         self.elapsed = 0.0  # wall-clock seconds of training, across resumes
         self.last_checkpoint: Path | None = None
         self.stopped_early = False  # stop_at_return was reached
+        # keep_best: the best periodic validation score and the weights that earned it
+        self.best_return = -math.inf
+        self.best_weights: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -118,7 +128,7 @@ class DQN:
         evaluations never use.
         """
         episodes = episodes or self.config.final_eval_episodes
-        seed = self.config.seed + TEST_SEED_OFFSET if seed is None else seed
+        seed = self.seeds.test if seed is None else seed
         cfg = self.config
         returns, discounted, starts = run_episodes(
             cfg.env_id, self.predict, episodes, seed, gamma=cfg.gamma
@@ -175,8 +185,7 @@ class DQN:
             logger = None
         envs = make_vec_env(cfg.env_id, cfg.n_envs)
         # a resumed run cannot restore mid-episode env state: it starts new episodes
-        obs, _ = envs.reset(seed=cfg.seed + self.global_step)
-        envs.action_space.seed(cfg.seed + self.global_step)
+        obs, _ = envs.reset(seed=self.seeds.train + self.global_step)
         folder = NStepFolder(cfg.n_step, cfg.gamma, cfg.n_envs) if cfg.n_step > 1 else None
         warmup = max(cfg.batch_size, min(cfg.learning_starts, cfg.buffer_size))
         episode_returns = np.zeros(cfg.n_envs)
@@ -195,7 +204,9 @@ class DQN:
         )
         try:
             while self.global_step < cfg.total_steps and not self.stopped_early:
-                epsilon = self.epsilon(self.global_step)
+                # uniform random play fills the buffer before learning starts (as SB3)
+                random_play = self.global_step < cfg.learning_starts
+                epsilon = 1.0 if random_play else self.epsilon(self.global_step)
                 actions = self.act(obs, epsilon)
                 next_obs, rewards, terminated, truncated, infos = envs.step(actions)
                 done = terminated | truncated
@@ -256,7 +267,7 @@ class DQN:
                     postfix["loss"] = f"{last_loss:.3g}" if last_loss is not None else "-"
                     bar.set_postfix(postfix, refresh=False)
                 if _crossed(before, now, cfg.eval_interval) and now < cfg.total_steps:
-                    result = self.evaluate(cfg.eval_episodes, cfg.seed + VALIDATION_SEED_OFFSET)
+                    result = self.evaluate(cfg.eval_episodes, self.seeds.validation)
                     if logger:
                         logger.log(
                             now,
@@ -265,6 +276,9 @@ class DQN:
                             q_overestimation=result["q_overestimation"],
                         )
                     postfix["eval"] = f"{result['mean_return']:.1f}"
+                    if cfg.keep_best and result["mean_return"] > self.best_return:
+                        self.best_return = result["mean_return"]
+                        self.best_weights = _copy(self.q_net.state_dict())
                     bar.set_postfix(postfix, refresh=False)
                     if (
                         cfg.stop_at_return is not None
@@ -279,6 +293,8 @@ class DQN:
                     self.elapsed = time.perf_counter() - start
                     self.save_checkpoint()
             bar.close()
+            if cfg.keep_best and not self.stopped_early:
+                self._restore_best()
             final = self.evaluate(cfg.final_eval_episodes)
             self.elapsed = time.perf_counter() - start
             final["step"], final["stopped_early"] = self.global_step, self.stopped_early
@@ -297,11 +313,26 @@ class DQN:
                 logger = None
                 plot_runs([self.run_dir], self.run_dir / "learning_curve.png", title=cfg.env_id)
             return final
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises it): keep the progress
+            if self.run_dir is not None and self.global_step > 0:
+                self.elapsed = time.perf_counter() - start
+                self.save_checkpoint()
+            raise
         finally:
             bar.close()
             envs.close()
             if logger:
                 logger.close()
+
+    def _restore_best(self) -> None:
+        """Put back the best validation weights if the final ones score lower on the same
+        validation episodes. Selection never sees the test seeds."""
+        if self.best_weights is None:
+            return
+        cfg = self.config
+        now = self.evaluate(cfg.eval_episodes, self.seeds.validation)["mean_return"]
+        if self.best_return > now:
+            self.q_net.load_state_dict(self.best_weights)
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -318,11 +349,14 @@ class DQN:
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.best_weights is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
         meta = {
             "config": dataclasses.asdict(self.config),
             "global_step": self.global_step,
             "num_updates": self.num_updates,
             "stopped_early": self.stopped_early,
+            "best_return": self.best_return if self.best_weights is not None else None,
             "elapsed_s": self.elapsed,
             "optimizer": opt_meta,
             "rng": {
@@ -343,14 +377,20 @@ class DQN:
         device: str | None = None,
         replay: bool = True,
         total_steps: int | None = None,
+        trust_code: bool = False,
     ) -> DQN:
-        """Rebuild an agent from the newest checkpoint in ``run_dir`` (ready to evaluate or resume)."""
+        """Rebuild an agent from the newest checkpoint in ``run_dir`` (ready to evaluate or resume).
+
+        A checkpoint's ``env_id`` may not import a module outside dqnlm (Gymnasium's
+        ``module:Env``) unless ``trust_code``: the run directory may come from a stranger.
+        """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"run directory {run_dir} does not exist")
         ckpt = load_checkpoint(run_dir / CHECKPOINTS, with_arrays=replay)
         try:
             config = DQNConfig(**_tuples(ckpt.meta["config"]))
+            check_module_reference(config.env_id, "env_id", str(ckpt.path), trust_code)
             if device is not None:
                 config = dataclasses.replace(config, device=device)
             if total_steps is not None:  # extend or shorten a resumed run; schedules follow
@@ -369,14 +409,34 @@ class DQN:
             agent.num_updates = int(ckpt.meta["num_updates"])
             agent.elapsed = float(ckpt.meta["elapsed_s"])
             agent.stopped_early = bool(ckpt.meta.get("stopped_early", False))
+            if ckpt.meta.get("best_return") is not None:
+                agent.best_return = float(ckpt.meta["best_return"])
+                agent.best_weights = _prefixed(tensors, "best.")
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
         agent.last_checkpoint = ckpt.path
         return agent
 
 
+def estimate_bytes(cfg: DQNConfig, obs_dim: int, n_actions: int) -> int:
+    """Memory a run allocates up front: replay storage plus networks, gradients and Adam."""
+    per_transition = 2 * 4 * obs_dim + 8 + 3 * 4  # obs, next_obs, action, reward/done/discount
+    replay = cfg.buffer_size * per_transition
+    if cfg.prioritized:
+        replay += 2 * 2 * cfg.buffer_size * 8  # sum tree and min tree, float64
+    widths = [obs_dim, *cfg.hidden_sizes, n_actions]
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    networks = 5 * 4 * params  # online, target, gradient, two Adam moments (float32)
+    activations = 4 * 4 * max(cfg.batch_size, 32) * max(widths)  # forward + backward, 2 nets
+    return replay + networks + activations
+
+
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
 
 
 def _tuples(values: dict) -> dict:

@@ -19,6 +19,8 @@ def _make(env_id: str) -> gym.Env:
         ) from None
     except gym.error.Error as e:
         raise DQNLMError(f"unknown environment id {env_id!r}: {e}") from None
+    except (ImportError, ValueError, AttributeError) as e:  # a malformed or broken module:Env id
+        raise DQNLMError(f"cannot make environment {env_id!r}: {type(e).__name__}: {e}") from None
 
 
 def env_spaces(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:

@@ -1,0 +1,179 @@
+"""Control DQN: seed streams, random play before learning, keep-best, interrupts, trust,
+and bad input (one line, non-zero exit, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from dqnlm.cli import main
+from dqnlm.control import DQN, dqn
+from dqnlm.errors import ConfigError
+from dqnlm.seeding import MAX_SEED, check_seed, seed_streams
+from dqnlm.trust import UntrustedInput
+
+
+# ------------------------------------------------------------------------------ seeding
+def test_adjacent_run_seeds_share_no_episodes():
+    """Before: run s seeded env j with s + j, so runs s and s + 1 shared n_envs - 1 episodes."""
+    window = 100_000  # episodes (or env-step offsets) each stream may use
+    ranges = []
+    for seed in range(20):
+        s = seed_streams(seed)
+        ranges += [(b, b + window) for b in (s.train, s.validation, s.test)]
+    ranges.sort()
+    assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(ranges, ranges[1:]))
+
+
+def test_runs_reset_their_envs_from_their_own_stream(tiny, monkeypatch):
+    seen = []
+    make = dqn.make_vec_env
+
+    def recording(env_id, n_envs):
+        envs = make(env_id, n_envs)
+        reset = envs.reset
+        envs.reset = lambda seed=None, **kw: (seen.append(seed), reset(seed=seed, **kw))[1]
+        return envs
+
+    monkeypatch.setattr(dqn, "make_vec_env", recording)
+    for seed in (0, 1):
+        DQN(tiny(seed=seed, total_steps=8, n_envs=4)).learn(progress=False, tensorboard=False)
+    assert seen == [seed_streams(0).train, seed_streams(1).train]
+    assert abs(seen[0] - seen[1]) >= 4  # env j of run 0 is not env j - 1 of run 1
+
+
+@pytest.mark.parametrize("bad", [-1, MAX_SEED + 1, 2**70, 1.5, True, "3"])
+def test_check_seed_refuses(bad):
+    with pytest.raises(ConfigError, match="seed must be an integer"):
+        check_seed(bad)
+
+
+# ---------------------------------------------------------------- random play, keep-best
+def test_play_is_uniformly_random_before_learning_starts(tiny, monkeypatch):
+    """The doc says random play fills the buffer; before, a greedy schedule acted greedily."""
+    agent = DQN(tiny(total_steps=300, learning_starts=200, exploration_initial_eps=0.0))
+    calls = []
+    predict = agent.predict
+    agent.predict = lambda obs: (calls.append(agent.global_step), predict(obs))[1]
+    agent.learn(progress=False, tensorboard=False)
+    training_calls = [step for step in calls if step < 300]
+    assert training_calls and min(training_calls) >= 200
+
+
+def test_keep_best_restores_better_validation_weights(tiny):
+    agent = DQN(tiny(keep_best=True))
+    best = {k: torch.randn_like(v) for k, v in agent.q_net.state_dict().items()}
+    agent.best_weights, agent.best_return = best, float("inf")
+    agent._restore_best()
+    assert all(torch.equal(agent.q_net.state_dict()[k], best[k]) for k in best)
+
+    agent = DQN(tiny(keep_best=True))
+    before = {k: v.clone() for k, v in agent.q_net.state_dict().items()}
+    agent.best_weights, agent.best_return = best, -1.0  # worse than any CartPole return
+    agent._restore_best()
+    assert all(torch.equal(agent.q_net.state_dict()[k], before[k]) for k in before)
+
+
+def test_keep_best_survives_resume(tiny, tmp_path):
+    config = tiny(keep_best=True, eval_interval=200, total_steps=400, checkpoint_interval=200)
+    agent = DQN(config, tmp_path / "run")
+    agent.learn(progress=False, tensorboard=False)
+    loaded = DQN.load(tmp_path / "run")
+    assert loaded.best_return == agent.best_return > 0
+    assert all(
+        torch.equal(loaded.best_weights[k], agent.best_weights[k]) for k in loaded.best_weights
+    )
+
+
+# ------------------------------------------------------------------------------ interrupts
+def test_interrupt_saves_a_checkpoint_and_resumes(tiny, tmp_path):
+    agent = DQN(tiny(total_steps=600, checkpoint_interval=10_000), tmp_path / "run")
+    update = agent._update
+
+    def interrupted():
+        if agent.num_updates == 20:
+            raise KeyboardInterrupt
+        return update()
+
+    agent._update = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        agent.learn(progress=False, tensorboard=False)
+    loaded = DQN.load(tmp_path / "run")
+    assert loaded.global_step == agent.global_step > 0
+    assert loaded.num_updates == 20
+    loaded.learn(progress=False, tensorboard=False)
+    assert loaded.global_step == 600
+
+
+# ------------------------------------------------------------------------------------ trust
+EVIL = """
+import pathlib, gymnasium
+pathlib.Path(__file__).with_name("ran.txt").write_text("imported")
+gymnasium.register("EvilCart-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                   max_episode_steps=500)
+"""
+
+
+def test_checkpoint_env_id_cannot_import_a_module_without_trust(tiny, tmp_path, monkeypatch):
+    (tmp_path / "evilmod.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    DQN(tiny(env_id="evilmod:EvilCart-v0", total_steps=200), run).learn(
+        progress=False, tensorboard=False
+    )
+    (tmp_path / "ran.txt").unlink()
+    monkeypatch.delitem(sys.modules, "evilmod")
+
+    with pytest.raises(UntrustedInput, match="evilmod"):
+        DQN.load(run)
+    assert not (tmp_path / "ran.txt").exists()  # refused before anything was imported
+    assert DQN.load(run, trust_code=True).global_step == 200
+
+
+def test_own_modules_need_no_trust(tiny, tmp_path):
+    run = tmp_path / "run"
+    DQN(tiny(env_id="dqnlm.dialogue:Dialogue-v0", total_steps=40), run).learn(
+        progress=False, tensorboard=False
+    )
+    assert DQN.load(run).config.env_id == "dqnlm.dialogue:Dialogue-v0"
+
+
+def test_config_file_env_id_needs_trust(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('env_id = "os:CartPole-v1"\n')
+    code = main(["train", "--config", str(config), "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code != 0 and "'os'" in err and "--trust-code" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--env", ""], "''"),
+        (["--env", "nosuchmodule_xyz:Thing-v0"], "nosuchmodule_xyz"),
+        (["--env", ":"], "':'"),
+        (["--env", "CartPole-v1", "--seed", "-1"], "-1"),
+        (["--env", "CartPole-v1", "--seed", str(2**64)], str(2**64)),
+        (["--env", "CartPole-v1", "--set", "buffer_size=100000000000"], "buffer"),
+        (["--env", "CartPole-v1", "--set", "hidden_sizes=[100000, 100000]"], "100000"),
+    ],
+)
+def test_bad_train_input_is_one_line(tmp_path, capsys, args, named):
+    code = main(["train", *args, "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert err.startswith("dqnlm: error:") and len(err.splitlines()) == 1, err
+    assert named in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_memory_estimate_counts_the_replay(tiny):
+    config = tiny(buffer_size=1_000_000)
+    # 4 floats of obs and of next obs, plus action, reward, done and discount
+    assert dqn.estimate_bytes(config, 4, 2) >= 1_000_000 * (2 * 4 * 4 + 20)
+    assert json.dumps(dqn.estimate_bytes(tiny(), 4, 2))  # a plain int
