@@ -31,3 +31,19 @@ def add_config_arguments(parser, example: str) -> None:
         metavar="KEY=VALUE",
         help=f"override one config field, e.g. --set {example} (repeatable)",
     )
+
+
+def add_overwrite_argument(parser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="clear a run directory that already holds a run, then train into it",
+    )
+
+
+def config_from_run(config_cls: type, values: dict, source: str, **flags):
+    """A run's config rebuilt from its ``config.toml`` values, then the non-None ``flags``."""
+    from dqnlm.config_io import replace
+
+    config = replace(config_cls(), values, source=source)
+    return replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")

@@ -8,8 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from dqnlm.cli.common import add_config_arguments, config_fields_help
+from dqnlm.cli.common import (
+    add_config_arguments,
+    add_overwrite_argument,
+    config_fields_help,
+    config_from_run,
+)
 from dqnlm.errors import DQNLMError
+from dqnlm.rundir import training_run
 
 
 def _lm_import(name: str):
@@ -77,6 +83,7 @@ def add_lm_parser(sub) -> None:
     )
     _common(p)
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+    add_overwrite_argument(p)
 
     p = lm.add_parser("eval", help="score a run on held-out prompts")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -174,8 +181,7 @@ def cmd_train(args) -> int:
                 "--resume takes its config from the run directory; only --rounds and --device "
                 f"may be given with it (got {names})"
             )
-        trainer = trainer_mod.LMTrainer.load(args.resume, rounds=args.rounds, device=args.device)
-        print(f"resuming {args.resume} at round {trainer.round} of {trainer.config.rounds}")
+        run_dir = args.resume
     else:
         config = _resolve_config(args).validate()
         name = args.preset or "custom"
@@ -183,13 +189,23 @@ def cmd_train(args) -> int:
             args.run_dir
             or Path("runs") / f"lm-{name}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        if (run_dir / "checkpoints").exists():
-            raise DQNLMError(
-                f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
-            )
+    flags = {"rounds": args.rounds, "device": args.device}
+    config_cls, trainer_cls = _lm_import("config").LMConfig, trainer_mod.LMTrainer
+    progress = not args.no_progress
+    with training_run(
+        run_dir,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
         # validates reward, prompts, data and model before anything is written
-        trainer = trainer_mod.LMTrainer(config, run_dir, progress=not args.no_progress)
-    result = trainer.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+        new=lambda: trainer_cls(config, run_dir, progress=progress),
+        load=lambda: trainer_cls.load(run_dir, **flags),
+        restart=lambda values, source: trainer_cls(
+            config_from_run(config_cls, values, source, **flags), run_dir, progress=progress
+        ),
+    ) as trainer:
+        if trainer.last_checkpoint:
+            print(f"resuming {run_dir} at round {trainer.round} of {trainer.config.rounds}")
+        result = trainer.learn(progress=progress, tensorboard=not args.no_tensorboard)
     if result is not None:
         print(
             f"held-out: reward {result['reward']:+.3f}  KL {result['kl']:.2f} nats  "

@@ -1,0 +1,188 @@
+"""Run directories: one writer at a time, and never two runs mixed in one directory.
+
+Every command that writes a run directory (the three trainers, their ``--resume``, a
+sweep and each of its workers) holds an advisory ``fcntl.flock`` on ``R/.dqnlm.lock``
+while it runs. The kernel drops the lock when its process dies, so a killed run never
+blocks the next one; a second live writer is refused in one line naming the holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dqnlm.errors import DQNLMError
+
+LOCK = ".dqnlm.lock"
+RUN_FILES = ("config.toml", "metrics.csv", "checkpoints", "eval.json")
+"""What every trainer leaves in its run directory: any of them means it holds a run."""
+OUTPUTS = (
+    *RUN_FILES,
+    *("tb", "model", "policy.safetensors"),
+    *("learning_curve.png", "reward_kl.png", "success_rate.png"),
+)
+"""Everything the trainers write: cleared before a run starts over."""
+
+T = TypeVar("T")
+
+
+class RunDirError(DQNLMError):
+    """A run directory cannot be used: in use, not a folder, not writable, or holds a run."""
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / "checkpoints" / "latest.json").is_file()
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
+
+
+def check_usable(run_dir: Path) -> None:
+    """Refuse, before anything is written, a run directory that is a file, lies under a
+    file, or cannot be written."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+    if not folder.is_dir():
+        where = "is a file" if folder == run_dir else f"lies under {folder}, which is a file"
+        raise RunDirError(f"run directory {run_dir} {where}, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RunDirError(f"run directory {run_dir} is not writable ({folder} is read-only)")
+
+
+def _os_error(run_dir: Path, e: OSError) -> RunDirError:
+    return RunDirError(f"cannot use run directory {run_dir}: {e.strerror or e}")
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _lock(run_dir: Path) -> int:
+    """Take the lock of ``run_dir`` (which exists); returns the open lock file."""
+    path = run_dir / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirError(
+                f"run directory {run_dir} is in use by another dqnlm process (pid {_holder(path)})"
+            ) from None
+        # the previous holder unlinks the file as it lets go: then ours is a stale inode
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, must_exist: bool = False) -> Iterator[Path]:
+    """Hold ``run_dir`` for writing (creating it) for the ``with`` block.
+
+    A directory this call created is removed again if the block fails before the run's
+    first checkpoint, so a failed start leaves nothing half-written behind.
+    """
+    run_dir = Path(run_dir)
+    if must_exist and not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    check_usable(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = _lock(run_dir)
+    except OSError as e:
+        raise _os_error(run_dir, e) from None
+    try:
+        yield run_dir
+    except BaseException:
+        if created and not has_checkpoint(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            (run_dir / LOCK).unlink()  # while still holding it: see _lock
+        os.close(fd)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a run's outputs from ``run_dir``; files dqnlm did not write stay."""
+    for entry in (Path(run_dir) / name for name in OUTPUTS):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+
+
+@contextlib.contextmanager
+def training_run(
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    new: Callable[[], T],
+    load: Callable[[], T],
+    restart: Callable[[dict[str, Any], str], T],
+) -> Iterator[T]:
+    """The trainer for ``run_dir``, holding its lock for the ``with`` block.
+
+    * a new run (``resume`` false): ``new()``; a directory already holding a run is
+      refused unless ``overwrite``, which clears it once the new trainer is built;
+    * ``resume`` with a checkpoint: ``load()``;
+    * ``resume`` of a run killed before its first checkpoint: ``restart(values, source)``
+      with the values of its ``config.toml``, and the old outputs cleared.
+
+    Each callable validates everything before writing, so a refused start destroys nothing.
+    """
+    from dqnlm.config_io import load_toml
+
+    with claim_run_dir(run_dir, must_exist=resume):
+        if resume and has_checkpoint(run_dir):
+            yield load()
+            return
+        if resume:
+            toml = run_dir / "config.toml"
+            if not toml.is_file():
+                raise RunDirError(
+                    f"no checkpoint found in {run_dir}, and no config.toml to restart from"
+                )
+            trainer = restart(load_toml(toml), str(toml))
+            print(
+                f"no checkpoint yet in {run_dir}: restarting from its config.toml", file=sys.stderr
+            )
+        else:
+            if holds_run(run_dir) and not overwrite:
+                what = (
+                    "already holds a run"
+                    if has_checkpoint(run_dir)
+                    else "holds a run that stopped before its first checkpoint"
+                )
+                raise RunDirError(
+                    f"run directory {run_dir} {what}; use --resume {run_dir}, --overwrite, "
+                    "or another --run-dir"
+                )
+            trainer = new()
+        clear_run(run_dir)  # only a run's own outputs: what --overwrite or a restart replaces
+        yield trainer
+
+
+def is_disk_full(e: OSError) -> bool:
+    """Whether a write failed for lack of space (or a read-only file system)."""
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
