@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from dqnlm.lm.qlearning import token_td_targets
+from dqnlm.lm.config import LMConfig
+from dqnlm.lm.qlearning import token_td_targets, update_loss
 
 
 def example():
@@ -39,9 +40,10 @@ def test_max_double_and_lambda():
     # double: the online logits at position 1 pick token 1, valued by the target (0.1)
     _, y_double, _ = token_td_targets(online, target, tokens, action_mask, rewards, "double")
     assert y_double[0, 0].item() == pytest.approx(0.1)
-    # lambda = 1 carries the final reward back to the first generated token
+    # lambda = 1 carries the final reward back to the first generated token, plus the
+    # greedy gap of the token taken next: max_a Qbar(s1, a) - Qbar(s1, 1) = 0.7 - 0.1
     _, y_mc, _ = token_td_targets(online, target, tokens, action_mask, rewards, "max", lam=1.0)
-    assert y_mc[0, :2].tolist() == pytest.approx([1.0, 1.0])
+    assert y_mc[0, :2].tolist() == pytest.approx([1.0 + 0.6, 1.0])
 
 
 def test_gradient_flows_only_into_taken_q():
@@ -74,3 +76,58 @@ def test_soft_value_with_a_reference_prior_by_hand():
         zeros, zeros, tokens, action_mask, rewards * 0, "soft", 0.1, prior_logprobs=prior
     )
     assert y0.abs().max().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def replayed_batch():
+    """Two sequences: 2 prompt tokens, then 3 and 2 generated tokens, then padding."""
+    torch.manual_seed(0)
+    tokens = torch.tensor([[1, 2, 3, 0, 2, 0], [3, 1, 2, 2, 0, 0]])
+    action_mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0]])
+    rewards = torch.tensor([[0, 0, 0.2, 0, 0.7, 0], [0, 0, -0.1, 0.5, 0, 0]])
+    logits, ref, target = (torch.randn(2, 6, 5) for _ in range(3))
+    return logits, ref, target, tokens, action_mask, rewards
+
+
+def loss_and_grad(logits, ref, target, tokens, action_mask, rewards, config):
+    logits = logits.clone().requires_grad_(True)
+    loss, cql, mean_q = update_loss(logits, ref, target, tokens, action_mask, rewards, config)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return loss.detach(), cql, mean_q, grad
+
+
+CONFIGS = [
+    LMConfig(kind=kind, lam=lam, beta=0.2, cql_alpha=0.3, kl_penalty=0.2)
+    for kind in ("soft", "max", "double")
+    for lam in (0.0, 0.9)
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.kind}-lam{c.lam}")
+def test_nan_and_inf_at_masked_positions_change_nothing(config):
+    logits, ref, target, tokens, action_mask, rewards = replayed_batch()
+    clean = loss_and_grad(logits, ref, target, tokens, action_mask, rewards, config)
+    # rows that score no generated token: the prompt's first, padding, the end
+    unused = torch.cat([action_mask[:, 1:], torch.zeros(2, 1, dtype=torch.long)], 1) == 0
+    logits[unused] = torch.tensor([-math.inf, math.nan, 0.0, -math.inf, math.inf])
+    ref[unused] = -math.inf
+    target[unused] = math.nan
+    rewards = rewards.masked_fill(action_mask == 0, math.nan)
+    dirty = loss_and_grad(logits, ref, target, tokens, action_mask, rewards, config)
+    assert torch.isfinite(dirty[0]) and torch.isfinite(dirty[3]).all()
+    for a, b in zip(clean, dirty):
+        assert torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.kind}-lam{c.lam}")
+def test_a_token_both_models_ban_is_as_if_it_were_not_in_the_vocabulary(config):
+    logits, ref, target, tokens, action_mask, rewards = replayed_batch()
+    smaller = loss_and_grad(
+        logits[..., :4], ref[..., :4], target[..., :4], tokens, action_mask, rewards, config
+    )
+    for t in (logits, ref, target):
+        t[..., 4] = -math.inf  # token 4 is never sampled, by either model
+    banned = loss_and_grad(logits, ref, target, tokens, action_mask, rewards, config)
+    assert torch.isfinite(banned[3]).all() and banned[3][..., 4].abs().max() == 0
+    for a, b in zip(smaller[:3], banned[:3]):
+        assert torch.allclose(a, b)
+    assert torch.allclose(smaller[3], banned[3][..., :4])

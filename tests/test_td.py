@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
+from dqnlm.core.losses import td_loss
 from dqnlm.core.td import (
     double_value,
     greedy_value,
-    n_step_return,
+    lambda_returns,
     soft_value,
     td_target,
 )
@@ -91,52 +92,75 @@ def test_td_target_accepts_bool_terminated_and_per_item_discounts():
     assert close(target, [1.5, 0.0])
 
 
-def test_n_step_return_without_termination():
-    ret, discount, term = n_step_return(torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), GAMMA)
-    assert ret.item() == pytest.approx(1.0 + 0.9 * 2.0 + 0.81 * 3.0)  # 5.23
-    assert discount.item() == pytest.approx(0.9**3)
-    assert term.item() == 0.0
-    target = td_target(ret, torch.tensor(10.0), term, discount)
-    assert target.item() == pytest.approx(5.23 + 0.729 * 10.0)
+def test_td_target_never_reads_the_value_of_a_terminated_transition():
+    # a final state with every action ruled out has V = -inf; 0 * -inf would be NaN
+    value = torch.tensor([-math.inf, math.nan, 2.0])
+    target = td_target(torch.ones(3), value, torch.tensor([1.0, 1.0, 0.0]), GAMMA)
+    assert close(target, [1.0, 1.0, 1.0 + 0.9 * 2.0])
 
 
-def test_n_step_return_stops_at_mid_window_termination():
-    rewards = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
-    terminated = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    ret, discount, term = n_step_return(rewards, terminated, GAMMA)
-    # the reward after a termination belongs to the next episode and is ignored
-    assert close(ret, [1.0 + 0.9 * 2.0, 1.0, 5.23])
-    assert close(term, [1.0, 1.0, 1.0])
-    assert close(discount, [0.729] * 3)
-    target = td_target(ret, torch.full((3,), 100.0), term, discount)
-    assert close(target, [2.8, 1.0, 5.23])  # no bootstrap from the value 100
+def test_td_loss_ignores_whatever_masked_items_hold():
+    predicted = torch.tensor([1.0, 2.0, math.nan, -math.inf], requires_grad=True)
+    target = torch.tensor([0.5, 2.5, math.inf, math.nan])
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    for kind in ("huber", "mse"):
+        loss, errors = td_loss(predicted, target, kind, weights=mask)
+        (grad,) = torch.autograd.grad(loss, predicted)
+        clean = torch.tensor([1.0, 2.0], requires_grad=True)
+        expected, _ = td_loss(clean, target[:2], kind)
+        (clean_grad,) = torch.autograd.grad(expected * 2 / 4, clean)  # mean over 4 items
+        assert loss.item() == pytest.approx(expected.item() / 2)
+        assert torch.equal(grad, torch.cat([clean_grad, torch.zeros(2)]))
+        assert torch.isfinite(errors).all()
 
 
 def test_lambda_returns_hand_computed():
-    from dqnlm.core.td import lambda_returns
-
     gamma, lam = 0.9, 0.5
     r = torch.tensor([[0.0, 0.0, 1.0]])
     v = torch.tensor([[2.0, 4.0, 8.0]])  # V(s_1), V(s_2), V(s_3)
+    qbar = torch.tensor([[3.0, 0.5, 6.0]])  # Qbar(s_1, a_1), Qbar(s_2, a_2), (no a_3)
     term = torch.tensor([[0.0, 0.0, 1.0]])  # the sequence ends after step 2
     g2 = 1.0  # terminal: no bootstrap
-    g1 = 0.0 + gamma * ((1 - lam) * 4.0 + lam * g2)
-    g0 = 0.0 + gamma * ((1 - lam) * 2.0 + lam * g1)
-    out = lambda_returns(r, v, term, gamma, lam)
+    g1 = 0.0 + gamma * (4.0 + lam * (g2 - 0.5))
+    g0 = 0.0 + gamma * (2.0 + lam * (g1 - 3.0))
+    out = lambda_returns(r, v, qbar, term, gamma, lam)
     assert torch.allclose(out, torch.tensor([[g0, g1, g2]]))
 
 
 def test_lambda_returns_limits_and_padding():
-    from dqnlm.core.td import lambda_returns
-
     r = torch.tensor([[0.5, 0.0, 1.0, 7.0]])
     v = torch.tensor([[2.0, 4.0, 8.0, 9.0]])
+    qbar = torch.tensor([[1.0, 3.0, 5.0, 9.0]])
     term = torch.zeros(1, 4)
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # last step is padding
     # lam = 0 is one-step TD everywhere
-    one_step = lambda_returns(r, v, term, 0.9, 0.0, mask)
+    one_step = lambda_returns(r, v, qbar, term, 0.9, 0.0, mask)
     assert torch.allclose(one_step, torch.tensor([[0.5 + 0.9 * 2, 0.9 * 4, 1 + 0.9 * 8, 0.0]]))
-    # lam = 1 is the discounted return, bootstrapped from V after the last valid step
-    mc = lambda_returns(r, v, term, 0.9, 1.0, mask)
+    # lam = 1: the discounted sum of r_k + gamma (V_{k+1} - Qbar_{k+1}), then V after the
+    # last valid step
+    mc = lambda_returns(r, v, qbar, term, 0.9, 1.0, mask)
     g2 = 1 + 0.9 * 8
-    assert torch.allclose(mc, torch.tensor([[0.5 + 0.9 * 0.9 * g2, 0.9 * g2, g2, 0.0]]))
+    g1 = 0.9 * (4 - 3) + 0.9 * g2
+    g0 = 0.5 + 0.9 * (2 - 1) + 0.9 * g1
+    assert torch.allclose(mc, torch.tensor([[g0, g1, g2, 0.0]]))
+
+
+def test_lambda_returns_equal_to_peng_when_qbar_is_the_value():
+    # with Qbar = V the correction vanishes: (1 - lam) V + lam G, the old recursion
+    r, v = torch.tensor([[0.0, 0.3, 1.0]]), torch.tensor([[2.0, 4.0, 8.0]])
+    term, gamma, lam = torch.tensor([[0.0, 0.0, 1.0]]), 0.9, 0.7
+    g2 = 1.0
+    g1 = 0.3 + gamma * ((1 - lam) * 4.0 + lam * g2)
+    g0 = gamma * ((1 - lam) * 2.0 + lam * g1)
+    out = lambda_returns(r, v, v, term, gamma, lam)
+    assert torch.allclose(out, torch.tensor([[g0, g1, g2]]))
+
+
+def test_lambda_returns_ignore_nan_and_inf_outside_the_mask():
+    r = torch.tensor([[0.5, 1.0, math.nan, math.inf]])
+    v = torch.tensor([[2.0, -math.inf, math.nan, math.nan]])  # V after the terminal step
+    qbar = torch.tensor([[3.0, math.nan, -math.inf, math.nan]])
+    term = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    out = lambda_returns(r, v, qbar, term, 0.9, 0.5, mask)
+    assert torch.allclose(out, torch.tensor([[0.5 + 0.9 * (2.0 + 0.5 * (1.0 - 3.0)), 1.0, 0, 0]]))

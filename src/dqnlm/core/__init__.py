@@ -14,7 +14,6 @@ from dqnlm.core.td import (
     double_value,
     greedy_value,
     lambda_returns,
-    n_step_return,
     soft_value,
     td_target,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "lambda_returns",
     "linear",
     "load_checkpoint",
-    "n_step_return",
     "polyak_update",
     "save_checkpoint",
     "soft_value",

@@ -27,9 +27,14 @@ def td_loss(
 
     ``huber`` is the smooth L1 loss of Mnih et al. 2015: quadratic within
     ``huber_delta`` of the target, linear outside, so large errors cannot blow up
-    the gradient.
+    the gradient. Items of weight 0 are masked out: whatever they hold (NaN, inf) reaches
+    neither the loss nor the gradient, because they are selected away before the loss.
     """
     target = target.detach()
+    if weights is not None:
+        keep = weights != 0
+        predicted = torch.where(keep, predicted, 0.0)
+        target = torch.where(keep, target, 0.0)
     if kind == "huber":
         per_item = F.huber_loss(predicted, target, reduction="none", delta=huber_delta)
     elif kind == "mse":

@@ -39,54 +39,52 @@ def td_target(
     terminated: torch.Tensor,
     discount: torch.Tensor | float,
 ) -> torch.Tensor:
-    """``r + discount * (1 - terminated) * V(s')``; truncated transitions pass ``terminated=0``."""
-    return rewards + discount * (1.0 - terminated.to(rewards.dtype)) * next_value
+    """``r + discount * (1 - terminated) * V(s')``; truncated transitions pass ``terminated=0``.
 
-
-def n_step_return(
-    rewards: torch.Tensor, terminated: torch.Tensor, gamma: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fold a window of ``n`` rewards (last dim) into one n-step transition.
-
-    ``terminated[..., k]`` marks that step ``k`` ended the episode; rewards after
-    it are ignored. Returns ``(discounted_return, discount, terminated_any)``, where
-    ``discount`` is ``gamma ** n`` to bootstrap from the state after the window,
-    to be multiplied by ``1 - terminated_any`` in :func:`td_target`.
+    A terminated transition's ``V(s')`` is never read, so it may be inf or NaN (e.g. every
+    action ruled out in a final state): it is selected away, not multiplied by 0.
     """
-    n = rewards.shape[-1]
-    term = terminated.to(rewards.dtype)
-    # alive[k] = 1 while no earlier step in the window terminated
-    alive = torch.cumprod(torch.cat([torch.ones_like(term[..., :1]), 1.0 - term[..., :-1]], -1), -1)
-    powers = gamma ** torch.arange(n, dtype=rewards.dtype, device=rewards.device)
-    ret = (rewards * alive * powers).sum(-1)
-    discount = torch.full_like(ret, gamma**n)
-    return ret, discount, (term * alive).sum(-1).clamp(max=1.0)
+    bootstrap = torch.where(terminated.bool(), 0.0, discount * next_value)
+    return rewards + bootstrap
 
 
 def lambda_returns(
     rewards: torch.Tensor,
     next_values: torch.Tensor,
+    next_q_taken: torch.Tensor,
     terminated: torch.Tensor,
     gamma: float,
     lam: float,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """TD(lambda) targets for whole sequences at once (last dim is time).
+    """Q(lambda) targets (Harutyunyan et al. 2016) for whole sequences at once (last dim is time).
 
-    ``G_t = r_t + gamma (1 - terminated_t) [(1 - lam) V(s_{t+1}) + lam G_{t+1}]``, where the
-    last valid step of a sequence bootstraps fully from ``V(s_{t+1})``. ``lam = 0`` is
-    one-step TD; ``lam = 1`` carries a sparse final reward back to every step. ``mask``
-    marks valid steps (padding after a sequence's end is 0 and gets target 0).
+    ``G_t = r_t + gamma (1 - terminated_t) [V(s_{t+1}) + lam (G_{t+1} - Qbar(s_{t+1}, a_{t+1}))]``
+
+    ``next_values`` is ``V(s_{t+1})`` (soft, max or double) and ``next_q_taken`` the target
+    network's ``Qbar(s_{t+1}, a_{t+1})`` of the action actually taken next. Subtracting it
+    keeps the optimal Q a fixed point for every ``lam``: if ``Qbar = Q*`` then
+    ``G_{t+1} - Qbar = 0`` and ``G_t = r_t + gamma V*(s_{t+1}) = Q*(s_t, a_t)``. (Mixing in
+    ``G_{t+1}`` alone, as Peng's TD(lambda) does, drops ``V - Qbar``: the soft value's
+    ``beta * log(pi / pi_ref)`` of later tokens, or the max's greedy gap.) ``lam = 0`` is
+    one-step TD; ``lam = 1`` is the discounted return of ``r_k + gamma (V_{k+1} - Qbar_{k+1})``,
+    for the soft value the reward minus ``beta * log(pi / pi_ref)`` of each later token.
+    The last valid step of a sequence bootstraps fully from ``V(s_{t+1})``. ``mask`` marks
+    valid steps; padding gets target 0 whatever its inputs hold, NaN or inf included.
 
     The recursion is unrolled into one ``[T, T]`` matrix of discount products per
     sequence, so there is no Python loop over time steps.
     """
-    valid = torch.ones_like(rewards) if mask is None else mask.to(rewards.dtype)
+    valid = torch.ones_like(rewards, dtype=torch.bool) if mask is None else mask != 0
     next_valid = torch.cat([valid[..., 1:], torch.zeros_like(valid[..., :1])], dim=-1)
-    cont = gamma * (1.0 - terminated.to(rewards.dtype))
-    lam_t = lam * next_valid  # no later step to mix in: bootstrap fully
-    y = rewards + cont * (1.0 - lam_t) * next_values
-    a = cont * lam_t
+    bootstraps = valid & ~terminated.bool()
+    mixes = bootstraps & next_valid  # a later step to mix in; else bootstrap fully
+    # select, never multiply by 0: values where a step does not read them may be inf or NaN
+    zero = torch.zeros_like(rewards)
+    y = torch.where(valid, rewards, zero)
+    y = y + torch.where(bootstraps, gamma * next_values, zero)
+    y = y - torch.where(mixes, gamma * lam * next_q_taken, zero)
+    a = torch.where(mixes, gamma * lam, zero)
     steps = torch.arange(rewards.shape[-1], device=rewards.device)
     upper = steps[None, :] >= steps[:, None]  # [t, j]: j >= t
     products = torch.cumprod(
@@ -94,4 +92,4 @@ def lambda_returns(
     )
     # weight of y_k in G_t: prod_{j=t}^{k-1} a_j, i.e. products[t, k-1], and 1 for k = t
     weights = torch.cat([torch.ones_like(products[..., :1]), products[..., :-1]], dim=-1) * upper
-    return (weights * y[..., None, :]).sum(-1) * valid
+    return (weights * y[..., None, :]).sum(-1)

@@ -8,13 +8,26 @@ for all of them at once, with no Python loop over tokens.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+import torch.nn.functional as F
 
 from dqnlm.core.td import double_value, greedy_value, lambda_returns, soft_value
 
+if TYPE_CHECKING:
+    from dqnlm.lm.config import LMConfig
+
 TargetKind = Literal["soft", "max", "double"]
+
+
+def anchored_q(logits: torch.Tensor, ref_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """``Q = beta * (logits - ref_logits)``: 0 at the start, and softmax(logits) = pi_ref * exp(Q / beta).
+
+    A token the reference bans (logit -inf) gets Q = -inf, not ``-inf - -inf = NaN``: the
+    soft value weighs it by ``pi_ref = 0`` and max / double never pick it.
+    """
+    return (beta * (logits - ref_logits)).masked_fill(ref_logits == -torch.inf, -torch.inf)
 
 
 def token_td_targets(
@@ -29,7 +42,7 @@ def token_td_targets(
     lam: float = 0.0,
     prior_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Q of the tokens taken and their TD(lambda) targets, for a batch of sequences.
+    """Q of the tokens taken and their Q(lambda) targets, for a batch of sequences.
 
     Shapes: logits ``[B, L, V]`` (position ``j`` scores token ``j + 1``), ``tokens``,
     ``action_mask`` and ``rewards`` ``[B, L]``. ``action_mask`` is 1 on the tokens the
@@ -40,14 +53,19 @@ def token_td_targets(
     soft value into ``T * log sum_a prior(a) exp(Q(a) / T)``: the backup of KL-regularised
     RL, whose optimal policy is ``prior * exp(Q / T)``. It is used by ``soft`` only.
 
-    The last generated token of each sequence ends the episode: no bootstrap. Returns
-    ``(q_taken, targets, mask)``, each ``[B, L - 1]`` and aligned with ``tokens[:, 1:]``.
+    Targets are Q(lambda) returns (:func:`dqnlm.core.td.lambda_returns`) that subtract the
+    target network's Q of each next token taken, so the optimal Q is their fixed point for
+    every ``lam``. The last generated token of each sequence ends the episode: no bootstrap.
+    Returns ``(q_taken, targets, mask)``, each ``[B, L - 1]`` and aligned with ``tokens[:, 1:]``.
     """
     actions = tokens[:, 1:]
     mask = action_mask[:, 1:].to(online_logits.dtype)
     q_taken = online_logits[:, :-1].gather(-1, actions[..., None]).squeeze(-1)
     with torch.no_grad():
         next_target = target_logits[:, 1:]
+        # Qbar(s_{t+1}, a_{t+1}); the last step has no next action (lambda_returns ignores it)
+        next_q_taken = next_target[:, :-1].gather(-1, actions[:, 1:, None]).squeeze(-1)
+        next_q_taken = torch.cat([next_q_taken, torch.zeros_like(next_q_taken[:, :1])], dim=1)
         if kind == "soft":
             if prior_logprobs is not None:
                 next_target = next_target + temperature * prior_logprobs[:, 1:]
@@ -61,5 +79,58 @@ def token_td_targets(
         # the final generated token: the next position is not an action of this episode
         later = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
         terminated = mask * (1.0 - later)
-        targets = lambda_returns(rewards[:, 1:], next_value, terminated, gamma, lam, mask)
+        targets = lambda_returns(
+            rewards[:, 1:], next_value, next_q_taken, terminated, gamma, lam, mask
+        )
     return q_taken, targets, mask
+
+
+def update_loss(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    tokens: torch.Tensor,
+    action_mask: torch.Tensor,
+    rewards: torch.Tensor,
+    config: LMConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of one TD update on a batch of sequences: ``(loss, cql term, mean Q taken)``.
+
+    ``logits``, ``ref_logits`` and ``target_logits`` are the online, reference and target
+    models' logits ``[B, L, V]``. The TD loss (mse), the CQL term and the KL penalty are
+    means over generated tokens only (0 if a batch has none). Positions that are not generated tokens are dropped
+    by indexing, never multiplied by 0, so NaN or inf there (e.g. -inf logits of banned
+    tokens at padding) reaches neither the loss nor the gradient.
+    """
+    cfg = config
+    prior = torch.log_softmax(ref_logits, -1)
+    q = anchored_q(logits, ref_logits, cfg.beta)
+    q_taken, targets, mask = token_td_targets(
+        q,
+        anchored_q(target_logits, ref_logits, cfg.beta),
+        tokens,
+        action_mask,
+        rewards,
+        cfg.kind,
+        cfg.beta,
+        cfg.gamma,
+        cfg.lam,
+        prior_logprobs=prior,
+    )
+    rows = mask.bool()  # [B, L - 1]: the states a generated token was chosen in
+    count = rows.sum().clamp(min=1)
+    taken = q_taken[rows]
+    loss = F.mse_loss(taken, targets[rows], reduction="sum") / count
+    cql = torch.zeros((), device=logits.device)
+    if cfg.cql_alpha > 0:
+        # V(s) - Q(s, a): pushes down every action's value relative to the data's
+        value = cfg.beta * torch.logsumexp(q[:, :-1][rows] / cfg.beta + prior[:, :-1][rows], -1)
+        cql = (value - taken).sum() / count
+        loss = loss + cfg.cql_alpha * cql
+    if cfg.kl_penalty > 0:
+        logp = torch.log_softmax(logits[:, :-1][rows], -1)
+        p = logp.exp()
+        # tokens both models ban contribute 0, not 0 * (-inf - -inf)
+        gap = torch.where(p > 0, logp - prior[:, :-1][rows], 0.0)
+        loss = loss + cfg.kl_penalty * (p * gap).sum() / count
+    return loss, cql, taken.detach().sum() / count

@@ -31,7 +31,6 @@ from dqnlm.core.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from dqnlm.core.losses import td_loss
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
@@ -56,7 +55,7 @@ from dqnlm.lm.models import (
     resolve_model_source,
 )
 from dqnlm.lm.pretrain import replace_dir
-from dqnlm.lm.qlearning import token_td_targets
+from dqnlm.lm.qlearning import anchored_q, update_loss  # noqa: F401 (anchored_q: re-exported)
 from dqnlm.lm.rewards import parse_reward
 from dqnlm.metrics import MetricsLogger, save_figure
 
@@ -117,18 +116,14 @@ def sequence_rewards(batch: TokenBatch, scores: torch.Tensor) -> torch.Tensor:
     return rewards
 
 
-def anchored_q(logits: torch.Tensor, ref_logits: torch.Tensor, beta: float) -> torch.Tensor:
-    """``Q = beta * (logits - ref_logits)``: 0 at the start, and softmax(logits) = pi_ref * exp(Q / beta)."""
-    return beta * (logits - ref_logits)
-
-
 def sequence_kl(logits, ref_logits, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
     """Per-text sum over generated tokens of log pi(a|s) - log pi_ref(a|s): a sample of the
     sequence KL(pi || pi_ref) in nats."""
     taken = batch.tokens[:, 1:, None]
     logp = torch.log_softmax(logits[:, :-1] / temperature, -1).gather(-1, taken)
     ref_logp = torch.log_softmax(ref_logits[:, :-1], -1).gather(-1, taken)
-    return ((logp - ref_logp).squeeze(-1) * batch.actions[:, 1:]).sum(1)
+    generated = batch.actions[:, 1:].bool()  # select, not multiply: padding may hold -inf - -inf
+    return torch.where(generated, (logp - ref_logp).squeeze(-1), 0.0).sum(1)
 
 
 class LMTrainer:
@@ -226,39 +221,14 @@ class LMTrainer:
         # model in place, which must not happen between the online forward and backward
         with torch.no_grad():
             ref_logits = forward_logits(self.reference, tokens, attention)
-            prior = torch.log_softmax(ref_logits, -1)
             if cfg.target != "none":
                 target_logits = forward_logits(self.target, tokens, attention)
         logits = forward_logits(self.model, tokens, attention)
         if cfg.target == "none":
             target_logits = logits.detach()
-        q = anchored_q(logits, ref_logits, cfg.beta)
-        q_taken, targets, mask = token_td_targets(
-            q,
-            anchored_q(target_logits, ref_logits, cfg.beta),
-            tokens,
-            actions,
-            rewards,
-            cfg.kind,
-            cfg.beta,
-            cfg.gamma,
-            cfg.lam,
-            prior_logprobs=prior,
+        loss, cql, mean_q = update_loss(
+            logits, ref_logits, target_logits, tokens, actions, rewards, cfg
         )
-        # the mask as weights, renormalised to a mean over generated tokens
-        tokens_in_batch = mask.sum().clamp(min=1)
-        loss, _ = td_loss(q_taken, targets, "mse", weights=mask)
-        loss = loss * mask.numel() / tokens_in_batch
-        cql = torch.zeros(())
-        if cfg.cql_alpha > 0:
-            # V(s) - Q(s, a): pushes down every action's value relative to the data's
-            value = cfg.beta * torch.logsumexp(q[:, :-1] / cfg.beta + prior[:, :-1], -1)
-            cql = ((value - q_taken) * mask).sum() / tokens_in_batch
-            loss = loss + cfg.cql_alpha * cql
-        if cfg.kl_penalty > 0:
-            logp = torch.log_softmax(logits[:, :-1], -1)
-            state_kl = (logp.exp() * (logp - prior[:, :-1])).sum(-1)
-            loss = loss + cfg.kl_penalty * (state_kl * mask).sum() / tokens_in_batch
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged at round {self.round + 1}, TD update {self.num_updates + 1}: "
@@ -273,12 +243,12 @@ class LMTrainer:
         self.optimizer.step()
         self.num_updates += 1
         self.target.update(self.num_updates)
-        mean_q = float((q_taken.detach() * mask).sum() / tokens_in_batch)
-        return loss.item(), cql.item(), mean_q
+        return loss.item(), cql.item(), mean_q.item()
 
     @torch.no_grad()
-    def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor]:
-        """Generate and score one round of texts; returns (batch, scores, per-text KL)."""
+    def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Generate and score one round of texts; returns (batch, per-token rewards, scores,
+        per-text KL)."""
         cfg = self.config
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
         batch = self.generate([self.prompts[i] for i in picks])
