@@ -238,7 +238,7 @@ def test_eval_default_seed_reproduces_eval_json(capsys, run_dir):
 def test_eval_on_another_domain_names_the_mismatch(capsys, run_dir):
     assert main(["dialogue", "eval", str(run_dir), "--domain", "restaurant"]) == 1
     line = one_error_line(capsys)
-    assert "does not fit domain 'restaurant'" in line and "size mismatch" in line
+    assert "does not fit domain 'restaurant'" in line and "has shape" in line
 
 
 def test_eval_of_a_directory_that_is_not_a_run(capsys, tmp_path):

@@ -15,6 +15,15 @@ RULE = "rule"
 AGENT_HELP = "a trained run directory, or `rule` for the rule-based baseline"
 
 
+def _add_trust_argument(p) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a run directory's saved config read a schema file outside the run "
+        "directory (off by default: a stranger's run should reach nothing beyond itself)",
+    )
+
+
 def _agent_arguments(p, split_default: str) -> None:
     p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
     p.add_argument(
@@ -37,6 +46,7 @@ def _agent_arguments(p, split_default: str) -> None:
         default=TEST_SEED,
         help=f"first dialogue seed (default {TEST_SEED}, as the run's own eval.json)",
     )
+    _add_trust_argument(p)
 
 
 def add_dialogue_parser(sub) -> None:
@@ -68,6 +78,7 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+    _add_trust_argument(p)
 
     p = dialogue.add_parser(
         "eval",
@@ -92,6 +103,7 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
     p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
     p.add_argument("--seed", type=int, default=0, help="picks the example goal shown (default 0)")
+    _add_trust_argument(p)
 
 
 def _load_agent(args, **env_overrides):
@@ -105,7 +117,9 @@ def _load_agent(args, **env_overrides):
         return config, RuleAgent(load_domain(domain))
     if args.domain:
         env_overrides["domain"] = args.domain
-    run_config, policy = load_policy(args.agent, **_run_fields(env_overrides))
+    run_config, policy = load_policy(
+        args.agent, trust_code=args.trust_code, **_run_fields(env_overrides)
+    )
     return run_config.env_config(env_overrides.get("split", "train")), policy
 
 
@@ -139,7 +153,7 @@ def cmd_train(args) -> int:
                 "--resume takes its config from the run directory; only --epochs may be given "
                 f"with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
             )
-        agent = DialogueDQN.resume(args.resume, epochs=args.epochs)
+        agent = DialogueDQN.resume(args.resume, epochs=args.epochs, trust_code=args.trust_code)
         print(f"resuming {args.resume} at epoch {agent.epoch} of {agent.config.epochs}")
     else:
         config = DialogueDQNConfig()

@@ -12,14 +12,15 @@ test goals are played only once, at the end.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from dqnlm.config_io import load_toml, replace, to_toml
@@ -45,6 +46,7 @@ from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger, read_metrics, save_figure
+from dqnlm.trust import check_inside
 
 COLUMNS = (
     "step",  # dialogues simulated so far, warm start included
@@ -61,6 +63,10 @@ COLUMNS = (
     "epsilon",
 )
 POLICY = "policy.safetensors"
+POLICY_RECORD = "policy.json"
+"""Beside the policy: its SHA-256, checked before the weights are read."""
+DOMAIN_COPY = "domain"
+"""A run trained on a schema file keeps a copy of it as ``domain.json`` (or ``.yaml``)."""
 CHECKPOINTS = "checkpoints"
 
 
@@ -198,7 +204,8 @@ class DialogueDQN:
         logger = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
+            self._copy_domain()
+            atomic_write_text(self.run_dir / "config.toml", to_toml(self._saved_config()))
             resumed = self.dialogues if self.last_checkpoint else None
             logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resumed, "dialogue")
         validation = DialogueEnv(cfg.env_config("train"))
@@ -285,11 +292,33 @@ class DialogueDQN:
                 logger.close()
 
     # ------------------------------------------------------------ persistence
+    def _domain_copy(self) -> Path | None:
+        """Where the run keeps its schema file (None for a bundled domain)."""
+        if self.config.domain in bundled_domains():
+            return None
+        return self.run_dir / (DOMAIN_COPY + Path(self.config.domain).suffix.lower())
+
+    def _copy_domain(self) -> None:
+        """Copy a schema file into the run dir: loading the run then reads nothing outside it."""
+        copy = self._domain_copy()
+        source = Path(self.config.domain)
+        if copy is not None and source.resolve() != copy.resolve():
+            atomic_write(copy, source.read_bytes())
+
+    def _saved_config(self) -> DialogueDQNConfig:
+        """The config as the run dir stores it: a schema file is named by its copy there."""
+        copy = self._domain_copy()
+        return self.config if copy is None else dataclasses.replace(self.config, domain=copy.name)
+
     def save_policy(self) -> Path:
-        """The policy weights as safetensors; config.toml beside them says how to rebuild it."""
+        """The policy weights as safetensors, and their SHA-256 in policy.json beside them;
+        config.toml says how to rebuild the network."""
         path = self.run_dir / POLICY
         weights = {k: v.detach().cpu().contiguous() for k, v in self.q_net.state_dict().items()}
-        atomic_write(path, save(weights))
+        data = safetensors.torch.save(weights)
+        atomic_write(path, data)
+        record = {"file": POLICY, "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_text(self.run_dir / POLICY_RECORD, json.dumps(record, indent=1) + "\n")
         return path
 
     def save_checkpoint(self) -> Path:
@@ -307,7 +336,7 @@ class DialogueDQN:
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {
-            "config": dataclasses.asdict(self.config),
+            "config": dataclasses.asdict(self._saved_config()),
             "epoch": self.epoch,
             "dialogues": self.dialogues,
             "turns": self.turns,
@@ -327,14 +356,18 @@ class DialogueDQN:
         return self.last_checkpoint
 
     @classmethod
-    def resume(cls, run_dir: str | Path, epochs: int | None = None) -> DialogueDQN:
-        """Rebuild a run from its newest checkpoint, ready to continue ``learn``."""
+    def resume(
+        cls, run_dir: str | Path, epochs: int | None = None, trust_code: bool = False
+    ) -> DialogueDQN:
+        """Rebuild a run from its newest checkpoint, ready to continue ``learn``.
+        ``trust_code``: let the checkpoint name a schema file outside ``run_dir``."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"run directory {run_dir} does not exist")
         ckpt = load_checkpoint(run_dir / CHECKPOINTS)
         try:
             config = _config_from(ckpt.meta["config"], f"{ckpt.path}")
+            config = domain_inside(config, run_dir, str(ckpt.path), trust_code)
             if epochs is not None:
                 config = dataclasses.replace(config, epochs=epochs)
             agent = cls(config, run_dir)
@@ -360,8 +393,13 @@ class DialogueDQN:
         return agent
 
 
-def load_policy(run_dir: str | Path, **overrides) -> tuple[DialogueDQNConfig, QPolicy]:
-    """A trained run's config and greedy policy (``overrides`` replace config fields)."""
+def load_policy(
+    run_dir: str | Path, trust_code: bool = False, **overrides
+) -> tuple[DialogueDQNConfig, QPolicy]:
+    """A trained run's config and greedy policy (``overrides`` replace config fields).
+
+    The weights must match the SHA-256 in policy.json and be finite; the saved config may
+    name a schema file outside ``run_dir`` only with ``trust_code``."""
     run_dir = Path(run_dir)
     weights = run_dir / POLICY
     if not (run_dir / "config.toml").is_file() or not weights.is_file():
@@ -369,20 +407,70 @@ def load_policy(run_dir: str | Path, **overrides) -> tuple[DialogueDQNConfig, QP
             f"{run_dir} is not a finished dialogue run (it needs config.toml and {POLICY}); "
             "train one with `dqnlm dialogue train`"
         )
-    config = _config_from(load_toml(run_dir / "config.toml"), str(run_dir / "config.toml"))
+    source = str(run_dir / "config.toml")
+    config = _config_from(load_toml(run_dir / "config.toml"), source)
+    if "domain" not in overrides:  # a --domain given on the command line is the user's own
+        config = domain_inside(config, run_dir, source, trust_code)
     config = replace(config, overrides, source="flags").validate()
+    tensors = _read_policy(run_dir)
     tracker = DialogueEnv(config.env_config()).tracker
-    q_net = QNetwork(tracker.dim, len(tracker.actions), config.hidden_sizes)
-    try:
-        q_net.load_state_dict(load_file(weights))
-    except (RuntimeError, OSError) as e:
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:2]) or str(e)
-        raise CheckpointError(
-            f"{weights} does not fit domain {config.domain!r} (another domain's slots or "
-            f"actions?): {detail}"
-        ) from None
+    with torch.device("meta"):  # no memory until the shapes are known to fit
+        q_net = QNetwork(tracker.dim, len(tracker.actions), config.hidden_sizes)
+    _check_shapes(q_net, tensors, weights, config.domain)
+    q_net.load_state_dict(tensors, assign=True)
     q_net.eval()
     return config, QPolicy(q_net, tracker.mask if config.action_mask else None)
+
+
+def _read_policy(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The policy weights, refused in one line unless their hash matches and they are finite."""
+    weights, record_path = run_dir / POLICY, run_dir / POLICY_RECORD
+    try:
+        digest = json.loads(record_path.read_text(encoding="utf-8"))["sha256"]
+        data = weights.read_bytes()
+    except FileNotFoundError as e:
+        raise CheckpointError(
+            f"{e.filename} is missing: {weights} cannot be checked against its SHA-256"
+        ) from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {e.filename}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"{record_path} is malformed: it must hold the SHA-256 of {POLICY}"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CheckpointError(
+            f"{weights} does not match the SHA-256 in {record_path}: "
+            "the file is truncated, corrupted or was tampered with"
+        )
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as e:  # safetensors raises its own error types on bad headers
+        raise CheckpointError(f"{weights} is not valid safetensors: {e}") from None
+    for name, value in tensors.items():
+        if value.dtype != torch.float32 or not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{weights} holds non-finite or non-float32 weights ({name}): "
+                "refusing to evaluate a diverged or damaged policy"
+            )
+    return tensors
+
+
+def _check_shapes(
+    q_net: QNetwork, tensors: dict[str, torch.Tensor], weights: Path, domain: str
+) -> None:
+    expected = {k: list(v.shape) for k, v in q_net.state_dict().items()}
+    found = {k: list(v.shape) for k, v in tensors.items()}
+    if expected == found:
+        return
+    name = next(
+        k for k in sorted(expected.keys() | found.keys()) if expected.get(k) != found.get(k)
+    )
+    raise CheckpointError(
+        f"{weights} does not fit domain {domain!r} (another domain's slots or actions, or "
+        f"other hidden_sizes?): {name} has shape {found.get(name, 'none')}, the network "
+        f"needs {expected.get(name, 'none')}"
+    )
 
 
 def plot_success(run_dir: Path, out: Path) -> Path:
@@ -437,3 +525,13 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 def _config_from(values: dict, source: str) -> DialogueDQNConfig:
     return replace(DialogueDQNConfig(), values, source=source)
+
+
+def domain_inside(
+    config: DialogueDQNConfig, run_dir: Path, source: str, trust_code: bool
+) -> DialogueDQNConfig:
+    """A saved schema path resolved against ``run_dir``; outside it only with ``trust_code``."""
+    if config.domain in bundled_domains():
+        return config
+    path = check_inside(config.domain, run_dir, "domain", source, trust_code)
+    return dataclasses.replace(config, domain=str(path))
