@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -20,6 +21,7 @@ from dqnlm.core.checkpoint import (
     load_checkpoint,
     load_optimizer_state,
     optimizer_state,
+    record_digest,
     save_checkpoint,
 )
 
@@ -111,6 +113,109 @@ def test_tampered_file_fails_the_hash_check(tmp_path, suffix):
         load_checkpoint(tmp_path)
 
 
+def edit_record(directory: Path, edit, rehash: bool = False) -> Path:
+    """Apply ``edit`` to the newest checkpoint record (fixing up its hash if ``rehash``)."""
+    path = directory / json.loads((directory / LATEST).read_text())["checkpoint"]
+    record = json.loads(path.read_text())
+    edit(record)
+    if rehash:
+        record["sha256"] = record_digest(record)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_an_edited_config_fails_the_record_hash(tmp_path):
+    save_checkpoint(tmp_path, 5, sample_tensors(), {"config": {"env_id": "CartPole-v1"}})
+    edit_record(tmp_path, lambda r: r["meta"]["config"].update(env_id="evil:Env"))
+    with pytest.raises(CheckpointError, match="does not match its recorded SHA-256"):
+        load_checkpoint(tmp_path)
+
+
+def test_every_part_of_the_record_is_hashed(tmp_path):
+    save(tmp_path, 5)
+    for edit in (
+        lambda r: r.update(step=6),
+        lambda r: r["meta"].update(step=6),
+        lambda r: r["files"][".safetensors"].update(name="other.safetensors"),
+    ):
+        before = (tmp_path / "step-0000000005.json").read_text()
+        edit_record(tmp_path, edit)
+        with pytest.raises(CheckpointError, match="SHA-256"):
+            load_checkpoint(tmp_path)
+        (tmp_path / "step-0000000005.json").write_text(before)
+    assert load_checkpoint(tmp_path).meta == {"step": 5}
+
+
+def test_a_missing_hash_field_is_named(tmp_path):
+    save(tmp_path, 5)
+    edit_record(tmp_path, lambda r: r.pop("sha256"))
+    with pytest.raises(CheckpointError, match="has no sha256 field") as info:
+        load_checkpoint(tmp_path)
+    assert "safetensors" not in str(info.value)
+
+
+def test_a_format_1_checkpoint_is_refused_in_one_line(tmp_path):
+    save(tmp_path, 5)
+    edit_record(tmp_path, lambda r: (r.pop("sha256"), r.update(format=1)))
+    with pytest.raises(CheckpointError, match="has format 1, this dqnlm reads format 2"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_in_the_record_are_refused(tmp_path, constant):
+    save(tmp_path, 5)
+    path = edit_record(tmp_path, lambda r: r["meta"].update(step="MARK"))
+    path.write_text(path.read_text().replace('"MARK"', constant))
+    with pytest.raises(CheckpointError, match=f"non-finite number {constant}"):
+        load_checkpoint(tmp_path)
+
+
+def test_non_finite_meta_is_not_written(tmp_path):
+    save(tmp_path, 5)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(tmp_path, 6, sample_tensors(), {"elapsed_s": float("nan")})
+    assert load_checkpoint(tmp_path).meta == {"step": 5}
+    assert not list(tmp_path.glob("step-0000000006*"))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda r: r.update(files=[]),
+        lambda r: r["files"].update({".safetensors": {"name": 3}}),
+        lambda r: r["files"].pop(".safetensors"),
+        lambda r: r.update(meta="x"),
+    ],
+)
+def test_a_malformed_record_with_a_valid_hash_is_one_error(tmp_path, edit):
+    save(tmp_path, 5)
+    edit_record(tmp_path, edit, rehash=True)
+    with pytest.raises(CheckpointError, match="step-0000000005.json"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, fail_at):
+    import dqnlm.core.checkpoint as checkpoint
+
+    save(tmp_path, 5, arrays={"x": np.zeros(2)})
+    writes, real = [], checkpoint.atomic_write
+
+    def full_disk(path, data):
+        writes.append(path)
+        if len(writes) == fail_at:  # safetensors, npz, json, latest.json
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        save(tmp_path, 6, arrays={"x": np.ones(2)})
+    assert str(info.value).startswith("disk full while writing checkpoint ")
+    assert "No space left on device; the previous checkpoint is intact" in str(info.value)
+    assert load_checkpoint(tmp_path).meta == {"step": 5}
+    assert not list(tmp_path.glob("step-0000000006*"))
+
+
 class PlantMarker:
     """Unpickling this object would create the marker file."""
 
@@ -129,6 +234,7 @@ def plant(directory: Path, suffix: str, data: bytes) -> None:
     (directory / f"step-0000000003{suffix}").write_bytes(data)
     record = json.loads(record_path.read_text())
     record["files"][suffix]["sha256"] = hashlib.sha256(data).hexdigest()
+    record["sha256"] = record_digest(record)
     record_path.write_text(json.dumps(record))
 
 

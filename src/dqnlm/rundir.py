@@ -9,7 +9,6 @@ blocks the next one; a second live writer is refused in one line naming the hold
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
@@ -181,8 +180,3 @@ def training_run(
             trainer = new()
         clear_run(run_dir)  # only a run's own outputs: what --overwrite or a restart replaces
         yield trainer
-
-
-def is_disk_full(e: OSError) -> bool:
-    """Whether a write failed for lack of space (or a read-only file system)."""
-    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)

@@ -5,15 +5,20 @@ A checkpoint is three files sharing a stem, ``step-0000001234``:
 * ``.safetensors``: every tensor (weights, optimizer moments, torch RNG state);
 * ``.npz`` (optional): numeric arrays such as the replay buffer, read with
   ``allow_pickle=False``;
-* ``.json``: counters, config, non-tensor state, and the SHA-256 of the other files.
+* ``.json``: counters, config, non-tensor state, the SHA-256 of the other files, and a
+  SHA-256 of the record itself (everything in it but that field, serialised canonically),
+  so an edit to the config, counters, optimizer or RNG state is caught on load.
 
 ``latest.json`` names the newest checkpoint. Every file is written to a temporary
 name, flushed and renamed into place, and ``latest.json`` is replaced last, so a
 process killed at any instant leaves the previous checkpoint intact and loadable.
+A write that fails (a full disk) says so in one line and leaves the previous one intact too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -27,7 +32,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the record carries its own SHA-256
 LATEST = "latest.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,6 +79,20 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _canonical(value: Any) -> bytes:
+    """One byte string per JSON value (sorted keys, no spaces); refuses NaN and infinities."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """The SHA-256 of a checkpoint record without its own ``sha256`` field."""
+    return _sha256(_canonical({k: v for k, v in record.items() if k != "sha256"}))
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"it holds the non-finite number {name}")
+
+
 def save_checkpoint(
     directory: Path,
     step: int,
@@ -84,8 +103,41 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint for ``step``, point ``latest.json`` at it, keep the newest ``keep``."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     stem = f"step-{step:010d}"
+    json_path = directory / f"{stem}.json"
+    try:
+        _canonical(meta)
+    except ValueError:
+        raise CheckpointError(
+            f"checkpoint {json_path} not written: its metadata holds a non-finite number "
+            "(NaN or inf)"
+        ) from None
+    existed = json_path.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write(directory, stem, step, tensors, meta, arrays)
+    except OSError as e:
+        if not existed:  # drop this step's partial files; the previous checkpoint is untouched
+            for suffix in (".json", ".safetensors", ".npz"):
+                with contextlib.suppress(OSError):
+                    (directory / (stem + suffix)).unlink(missing_ok=True)
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise CheckpointError(
+            f"{'disk full' if full else 'cannot write'} while writing checkpoint {json_path}: "
+            f"{e.strerror or e}; the previous checkpoint is intact"
+        ) from None
+    _prune(directory, keep)
+    return json_path
+
+
+def _write(
+    directory: Path,
+    stem: str,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None,
+) -> None:
     blobs = {
         ".safetensors": safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
     }
@@ -98,11 +150,9 @@ def save_checkpoint(
         atomic_write(directory / (stem + suffix), data)
         files[suffix] = {"name": stem + suffix, "sha256": _sha256(data)}
     record = {"format": FORMAT_VERSION, "step": step, "files": files, "meta": meta}
-    json_path = directory / f"{stem}.json"
-    atomic_write_text(json_path, json.dumps(record, indent=1))
-    atomic_write_text(directory / LATEST, json.dumps({"checkpoint": json_path.name}))
-    _prune(directory, keep)
-    return json_path
+    record["sha256"] = record_digest(record)
+    atomic_write_text(directory / f"{stem}.json", json.dumps(record, indent=1))
+    atomic_write_text(directory / LATEST, json.dumps({"checkpoint": f"{stem}.json"}))
 
 
 def _prune(directory: Path, keep: int) -> None:
@@ -127,14 +177,14 @@ def load_checkpoint(directory: Path, with_arrays: bool = True) -> Checkpoint:
         raise CheckpointError(f"no checkpoint found in {directory} (missing {LATEST})")
     try:
         json_path = directory / Path(json.loads(_read(latest))["checkpoint"]).name
-        record = json.loads(_read(json_path))
-        files, meta = record["files"], record["meta"]
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint index in {directory} is malformed: {e}") from None
-    if record.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{json_path} has unsupported format {record.get('format')!r}")
+        raise CheckpointError(f"checkpoint index {latest} is malformed: {e}") from None
+    record = _load_record(json_path)
+    files, meta = record["files"], record["meta"]
 
     def verified(suffix: str) -> bytes:
+        if suffix not in files:
+            raise CheckpointError(f"{json_path} lists no {suffix} file")
         entry = files[suffix]
         data = _read(directory / Path(entry["name"]).name)
         if _sha256(data) != entry["sha256"]:
@@ -164,6 +214,40 @@ def load_checkpoint(directory: Path, with_arrays: bool = True) -> Checkpoint:
                 f"{json_path.with_suffix('.npz')} is not a valid array file: {e}"
             ) from None
     return Checkpoint(tensors=tensors, meta=meta, arrays=arrays, path=json_path)
+
+
+def _load_record(json_path: Path) -> dict[str, Any]:
+    """The checkpoint record at ``json_path``, its shape and its own SHA-256 checked."""
+    try:
+        record = json.loads(_read(json_path), parse_constant=_refuse_constant)
+    except ValueError as e:
+        raise CheckpointError(f"{json_path} is not valid checkpoint JSON: {e}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{json_path} is not a checkpoint record (not a JSON object)")
+    if record.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{json_path} has format {record.get('format')!r}, this dqnlm reads format "
+            f"{FORMAT_VERSION} (format 1, from before checkpoints carried their own SHA-256, "
+            "is refused: train again or resume with the dqnlm that wrote it)"
+        )
+    if not isinstance(record.get("sha256"), str):
+        raise CheckpointError(
+            f"{json_path} has no sha256 field, so its config and counters cannot be verified: "
+            "refused"
+        )
+    if record_digest(record) != record["sha256"]:
+        raise CheckpointError(
+            f"{json_path} does not match its recorded SHA-256: the checkpoint's config, "
+            "counters or state were edited or corrupted"
+        )
+    files = record.get("files")
+    entries_ok = isinstance(files, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("sha256"), str)
+        for e in files.values()
+    )
+    if not entries_ok or not isinstance(record.get("meta"), dict):
+        raise CheckpointError(f"{json_path} is malformed: bad files or meta entries")
+    return record
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
