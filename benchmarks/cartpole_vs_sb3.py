@@ -21,8 +21,9 @@ For each seed it runs, one after the other and in an order rotated by seed:
   ``stop_at_return`` of our preset (SB3's ``StopTrainingOnRewardThreshold``).
 
 Both sides evaluate identically, with :func:`dqnlm.control.envs.run_episodes`: 10 greedy
-episodes every 2,500 env steps on validation seeds S + 1_000_003 + i, and a final 20-episode
-greedy evaluation on test seeds S + 2_000_006 + i. Each process gets OMP_NUM_THREADS=1 and
+episodes every 2,500 env steps on validation seeds
+``dqnlm.seeding.seed_streams(S).validation + i``, and a final 20-episode
+greedy evaluation on test seeds ``seed_streams(S).test + i``. Each process gets OMP_NUM_THREADS=1 and
 MKL_NUM_THREADS=1. Per seed and side it reports the whole-process wall-clock (interpreter
 start, imports, training and evaluation), the training-clock time at which a periodic
 evaluation first reached 475 (the final evaluation's time if only that one did; "never"

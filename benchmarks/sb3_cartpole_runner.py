@@ -8,10 +8,10 @@ interpreter start-up and imports, as dqnlm's does); it can also be run by hand:
 Hyperparameters are rl-baselines3-zoo's tuned ones for CartPole-v1 (hyperparams/dqn.yml).
 Every ``--eval-interval`` env steps a callback plays ``--eval-episodes`` greedy episodes
 with :func:`dqnlm.control.envs.run_episodes` on dqnlm's validation seeds
-(seed + 1_000_003 + i) and notes the training-clock time at which the mean first reaches
+(``dqnlm.seeding.seed_streams(seed).validation + i``) and notes the training-clock time at which the mean first reaches
 ``--target``. ``--stop-at R`` ends training once such a mean is >= R (as dqnlm's
 ``stop_at_return`` and SB3's ``StopTrainingOnRewardThreshold``). After training, the
-final greedy evaluation uses dqnlm's test seeds (seed + 2_000_006 + i). The last line of
+final greedy evaluation uses dqnlm's test seeds (``seed_streams(seed).test + i``). The last line of
 stdout is one JSON object with the results.
 """
 
@@ -26,11 +26,10 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
 from dqnlm.control.envs import run_episodes
+from dqnlm.seeding import seed_streams
 
 ENV_ID = "CartPole-v1"
 # the same offsets as dqnlm.control.dqn, repeated so this process imports no more of dqnlm
-VALIDATION_SEED_OFFSET = 1_000_003
-TEST_SEED_OFFSET = 2_000_006
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1 (n_timesteps: 5e4)
 ZOO_HYPERPARAMS = {
@@ -84,7 +83,7 @@ class PeriodicEval(BaseCallback):
         if self.interval <= 0 or now % self.interval or now >= self.total:
             return True
         returns, _, _ = run_episodes(
-            ENV_ID, self.greedy, self.episodes, self.seed + VALIDATION_SEED_OFFSET
+            ENV_ID, self.greedy, self.episodes, seed_streams(self.seed).validation
         )
         mean = float(returns.mean())
         elapsed = time.perf_counter() - self.start
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.learn(total_timesteps=args.steps, callback=callback)
     final, _, _ = run_episodes(
-        ENV_ID, callback.greedy, args.final_episodes, args.seed + TEST_SEED_OFFSET
+        ENV_ID, callback.greedy, args.final_episodes, seed_streams(args.seed).test
     )
     train_time = time.perf_counter() - callback.start
     final_mean = float(final.mean())
