@@ -198,15 +198,19 @@ def test_explain_errors(files, tmp_path, capsys):
 
 def test_generate_errors(files, capsys):
     run = str(files["run"])
-    args = ["lm", "generate", run, "--prompt", "a b", "--n", "0"]
-    assert "--n must be >= 1" in one_error(capsys, args)
+    for n in ("0", "100000000"):
+        args = ["lm", "generate", run, "--prompt", "a b", "--n", n]
+        assert f"--n must be in [1, 10000], got {n}" in one_error(capsys, args)
     args = ["lm", "generate", run, "--prompt", "a b", "--threads", "0"]
     assert "--threads must be >= 1" in one_error(capsys, args)
 
 
 def test_an_over_long_prompt_is_cut_with_a_note_not_an_error(files, capsys):
     prompt = "a b c d e f a b"  # 8 tokens; the run keeps prompt_tokens = 4
-    assert main(["lm", "generate", str(files["run"]), "--prompt", prompt, "--n", "2"]) == 0
+    assert (
+        main(["lm", "generate", str(files["run"]), "--trust-code", "--prompt", prompt, "--n", "2"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 2
     assert all(line.split("] ", 1)[1].startswith(prompt) for line in captured.out.splitlines())

@@ -74,7 +74,7 @@ def generated_tokens(trainer: LMTrainer, prompt: str, seed: int) -> int:
 
 # ------------------------------------------------------------------------------- evaluate
 def test_evaluate_returns_every_key_with_sensible_values(untrained_run):
-    trainer = LMTrainer.load(untrained_run)
+    trainer = LMTrainer.load(untrained_run, trust_code=True)
     prompts = PROMPTS * 4
     rng_before = torch.get_rng_state()
     result = evaluate(trainer, prompts, 10, batch_size=4)
@@ -94,7 +94,7 @@ def test_evaluate_returns_every_key_with_sensible_values(untrained_run):
 
 
 def test_evaluate_n_is_the_number_of_prompts_used(untrained_run):
-    trainer = LMTrainer.load(untrained_run)
+    trainer = LMTrainer.load(untrained_run, trust_code=True)
     assert evaluate(trainer, PROMPTS, 2)["n"] == 2
     assert evaluate(trainer, PROMPTS, 100)["n"] == 3
     long = evaluate(trainer, ["a b c d e f a b"], 1)
@@ -103,8 +103,8 @@ def test_evaluate_n_is_the_number_of_prompts_used(untrained_run):
 
 def test_evaluate_after_training_moves_reward_and_kl(trained_run, untrained_run):
     prompts = PROMPTS * 10
-    before = evaluate(LMTrainer.load(untrained_run), prompts, 30)
-    after = evaluate(LMTrainer.load(trained_run), prompts, 30)
+    before = evaluate(LMTrainer.load(untrained_run, trust_code=True), prompts, 30)
+    after = evaluate(LMTrainer.load(trained_run, trust_code=True), prompts, 30)
     assert after["reward"] > before["reward"] + 0.1
     assert after["kl"] > 0.1
 
@@ -129,7 +129,17 @@ def test_distinct_n_by_hand(texts, n, expected):
 
 
 def test_cli_eval_json_prints_one_object_with_exactly_the_eval_keys(untrained_run, files, capsys):
-    args = ["lm", "eval", str(untrained_run), "--json", "--n", "4", "--prompts", str(files[1])]
+    args = [
+        "lm",
+        "eval",
+        str(untrained_run),
+        "--trust-code",
+        "--json",
+        "--n",
+        "4",
+        "--prompts",
+        str(files[1]),
+    ]
     assert main([*args, "--no-progress"]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
@@ -142,7 +152,16 @@ def test_cli_eval_json_prints_one_object_with_exactly_the_eval_keys(untrained_ru
 
 
 def test_cli_eval_text_output(untrained_run, files, capsys):
-    args = ["lm", "eval", str(untrained_run), "--n", "2", "--prompts", str(files[1])]
+    args = [
+        "lm",
+        "eval",
+        str(untrained_run),
+        "--trust-code",
+        "--n",
+        "2",
+        "--prompts",
+        str(files[1]),
+    ]
     assert main([*args, "--no-progress"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("reward ") and out[0].endswith("n=2")
@@ -154,13 +173,22 @@ def test_explain_has_one_span_per_generated_token_with_zero_advantage_untrained(
     untrained_run, tmp_path, capsys
 ):
     out = tmp_path / "x.html"
-    args = ["lm", "explain", str(untrained_run), "--prompt", "a b", "--out", str(out)]
+    args = [
+        "lm",
+        "explain",
+        str(untrained_run),
+        "--trust-code",
+        "--prompt",
+        "a b",
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--seed", "3"]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     page = out.read_text()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     found = spans(page)
-    trainer = LMTrainer.load(untrained_run)
+    trainer = LMTrainer.load(untrained_run, trust_code=True)
     assert len(found) == page.count('<span class="tok"') == generated_tokens(trainer, "a b", 3)
     for advantage, title, _ in found:
         assert abs(advantage) < 1e-5  # Q = 0 and V = 0 while the policy is its reference
@@ -170,7 +198,7 @@ def test_explain_has_one_span_per_generated_token_with_zero_advantage_untrained(
 
 
 def test_explain_without_seed_uses_the_evaluation_seed(untrained_run):
-    trainer = LMTrainer.load(untrained_run)
+    trainer = LMTrainer.load(untrained_run, trust_code=True)
     page = explain_html(trainer, "c d")
     seed = trainer.config.seed + EVAL_SEED_OFFSET
     assert page == explain_html(trainer, "c d", seed=seed)
@@ -178,7 +206,7 @@ def test_explain_without_seed_uses_the_evaluation_seed(untrained_run):
 
 
 def test_explain_after_training_gives_x_a_positive_advantage(trained_run):
-    trainer = LMTrainer.load(trained_run)
+    trainer = LMTrainer.load(trained_run, trust_code=True)
     x_advantages, other = [], []
     for seed in range(4):
         for advantage, _, token in spans(explain_html(trainer, "a b", seed=seed)):
@@ -222,7 +250,10 @@ def test_explain_escapes_html(files, tmp_path):
     LMTrainer(cfg, run, progress=False).save_checkpoint()
     out = tmp_path / "x.html"
     prompt = '<script> & "q"'
-    assert main(["lm", "explain", str(run), "--prompt", prompt, "--out", str(out)]) == 0
+    assert (
+        main(["lm", "explain", str(run), "--trust-code", "--prompt", prompt, "--out", str(out)])
+        == 0
+    )
     page = out.read_text()
     assert "<script>" not in page and '"q"' not in page
     assert "&lt;script&gt; &amp; &quot;q&quot;" in page  # the prompt, escaped
@@ -235,12 +266,12 @@ def test_explain_escapes_html(files, tmp_path):
 
 # ------------------------------------------------------------------------------- generate
 def test_cli_generate_prints_one_line_per_completion(untrained_run, capsys):
-    args = ["lm", "generate", str(untrained_run), "--prompt", "a b", "--n", "2"]
+    args = ["lm", "generate", str(untrained_run), "--trust-code", "--prompt", "a b", "--n", "2"]
     assert main(args) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert len(lines) == 2 and captured.err == ""
-    trainer = LMTrainer.load(untrained_run)
+    trainer = LMTrainer.load(untrained_run, trust_code=True)
     texts, rewards, cut = generate_texts(trainer, "a b", 2)
     assert not cut
     for line, text, reward in zip(lines, texts, rewards):

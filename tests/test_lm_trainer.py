@@ -94,7 +94,7 @@ def test_checkpoint_round_trip_restores_weights_target_counters_and_replay(toy, 
     run = tmp_path / "run"
     trainer = train(toy(rounds=4, checkpoint_every=2), run)
     assert latest(run) == "step-0000000004.json"
-    loaded = LMTrainer.load(run)
+    loaded = LMTrainer.load(run, trust_code=True)
     assert (loaded.round, loaded.num_updates) == (4, 8) == (trainer.round, trainer.num_updates)
     assert loaded.elapsed == pytest.approx(trainer.elapsed)
     assert loaded.last_checkpoint == run / CHECKPOINTS / "step-0000000004.json"
@@ -112,7 +112,7 @@ def test_checkpoint_round_trip_restores_weights_target_counters_and_replay(toy, 
 def test_resume_continues_to_more_rounds_and_matches_an_uninterrupted_run(toy, tmp_path):
     run, full = tmp_path / "run", tmp_path / "full"
     train(toy(rounds=4, checkpoint_every=2), run)
-    resumed = LMTrainer.load(run, rounds=6)
+    resumed = LMTrainer.load(run, rounds=6, trust_code=True)
     assert (resumed.round, resumed.config.rounds) == (4, 6)
     resumed.learn(progress=False, tensorboard=False)
     assert (resumed.round, resumed.num_updates) == (6, 12)
@@ -147,7 +147,7 @@ def test_resume_after_a_crash_drops_rows_logged_after_the_checkpoint(toy, tmp_pa
         trainer.learn(progress=False, tensorboard=False)
     assert steps(run) == [1, 2, 3] and latest(run) == "step-0000000002.json"
 
-    resumed = LMTrainer.load(run)
+    resumed = LMTrainer.load(run, trust_code=True)
     assert resumed.round == 2
     resumed.learn(progress=False, tensorboard=False)
     assert steps(run) == [1, 2, 3, 4, 5, 6]  # round 3 logged once, not twice
@@ -157,7 +157,7 @@ def test_resume_via_cli(toy, tmp_path, capsys):
     run = tmp_path / "run"
     train(toy(rounds=4, checkpoint_every=2), run)
     capsys.readouterr()
-    args = ["lm", "train", "--resume", str(run), "--rounds", "6"]
+    args = ["lm", "train", "--resume", str(run), "--rounds", "6", "--trust-code"]
     assert main([*args, "--no-progress", "--no-tensorboard"]) == 0
     out = capsys.readouterr().out
     assert f"resuming {run} at round 4 of 6" in out
@@ -215,13 +215,13 @@ def test_non_finite_weights_refuse_to_checkpoint_and_keep_the_last_good_one(toy,
     assert str(good) in str(error.value) and "\n" not in str(error.value)
     assert latest(run) == good.name
     assert not (run / CHECKPOINTS / "step-0000000003.json").exists()
-    assert LMTrainer.load(run).round == 2  # still loadable
+    assert LMTrainer.load(run, trust_code=True).round == 2  # still loadable
 
 
 def test_non_finite_loss_raises_training_diverged_and_keeps_the_checkpoint(toy, tmp_path):
     run = tmp_path / "run"
     train(toy(rounds=2, checkpoint_every=2), run)
-    trainer = LMTrainer.load(run, rounds=6)
+    trainer = LMTrainer.load(run, rounds=6, trust_code=True)
     trainer.replay.rewards.fill_(math.nan)  # every replayed target becomes NaN
     with pytest.raises(TrainingDiverged) as error:
         trainer.learn(progress=False, tensorboard=False)
@@ -230,7 +230,7 @@ def test_non_finite_loss_raises_training_diverged_and_keeps_the_checkpoint(toy, 
     assert "step-0000000002.json" in message
     assert latest(run) == "step-0000000002.json"
     assert steps(run) == [1, 2]  # the diverged round is not logged
-    assert LMTrainer.load(run).round == 2
+    assert LMTrainer.load(run, trust_code=True).round == 2
 
 
 # --------------------------------------------------------------------------- offline data
@@ -412,7 +412,7 @@ def test_lora_checkpoint_round_trip(peft, toy, files, tmp_path):
     nudge_adapters(trainer.model, seed=2)  # online and target now differ
     trainer.round, trainer.num_updates = 3, 5
     trainer.save_checkpoint()
-    loaded = LMTrainer.load(run)
+    loaded = LMTrainer.load(run, trust_code=True)
     assert (loaded.round, loaded.num_updates) == (3, 5)
     assert_same_tensors(adapters(trainer.model), adapters(loaded.model))
     assert_same_tensors(trainer.target.state_dict(), loaded.target.state_dict())
@@ -440,7 +440,7 @@ def test_lora_training_without_a_target_changes_adapters_not_the_reference(
     assert torch.allclose(ref, base_logits(files[0], TOKENS, ATTENTION), atol=1e-6)
     assert trainer._target_tensors() == {}
     # the checkpoint holds the adapters; the saved model is the adapter alone
-    loaded = LMTrainer.load(run)
+    loaded = LMTrainer.load(run, trust_code=True)
     assert loaded.round == 2
     assert_same_tensors(trained, adapters(loaded.model))
     assert (run / "model" / "adapter_config.json").is_file()
@@ -465,7 +465,7 @@ def test_lora_training_with_a_target_network(peft, toy, files, tmp_path, target)
     for name in old:
         expected = online[name] if target == "hard" else (1 - tau) * old[name] + tau * online[name]
         assert torch.allclose(new[name], expected, atol=1e-7), name
-    loaded = LMTrainer.load(run)
+    loaded = LMTrainer.load(run, trust_code=True)
     assert_same_tensors(trained, adapters(loaded.model))
 
 
@@ -485,7 +485,7 @@ def test_other_target_modes_train(toy, tmp_path, target):
         lagged = trainer._target_tensors()
         assert lagged.keys() == online.keys()
         assert any(not torch.equal(online[n], lagged[n]) for n in online)
-    loaded = LMTrainer.load(run)
+    loaded = LMTrainer.load(run, trust_code=True)
     assert loaded.num_updates == 4
     assert_same_tensors(online, loaded._trained_tensors())
     if target == "hard":

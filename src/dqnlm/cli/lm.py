@@ -16,6 +16,7 @@ from dqnlm.cli.common import (
 )
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
+from dqnlm.seeding import check_seed
 
 
 def _lm_import(name: str):
@@ -84,6 +85,7 @@ def add_lm_parser(sub) -> None:
     _common(p)
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     add_overwrite_argument(p)
+    _add_trust(p)
 
     p = lm.add_parser("eval", help="score a run on held-out prompts")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -95,13 +97,17 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--n", type=int, default=100, help="prompts to score (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _common(p)
+    _add_trust(p)
 
     p = lm.add_parser("generate", help="sample completions of a prompt from a run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--n", type=int, default=3, help="completions (default 3)")
+    p.add_argument(
+        "--n", type=int, default=3, help=f"completions (default 3, at most {MAX_COMPLETIONS})"
+    )
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
     _common(p)
+    _add_trust(p)
 
     p = lm.add_parser(
         "explain",
@@ -112,6 +118,20 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.html")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
     _common(p)
+    _add_trust(p)
+
+
+MAX_COMPLETIONS = 10_000  # more than anyone reads from a terminal
+
+
+def _add_trust(p) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a run directory's config import its reward module and read files outside "
+        "the run (model, prompts, data), and let model folders load pickled weights "
+        "(pytorch_model.bin); off by default, as a stranger's files could run code",
+    )
 
 
 def _common(p) -> None:
@@ -150,14 +170,20 @@ def _resolve_config(args):
     return replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
 
 
-def _load(run_dir: Path, device: str | None):
+def _load(args):
     trainer_mod = _lm_import("trainer")
-    return trainer_mod.LMTrainer.load(run_dir, device=device)
+    return trainer_mod.LMTrainer.load(args.run_dir, device=args.device, trust_code=args.trust_code)
+
+
+def _check_seed(seed: int | None, name: str = "--seed") -> None:
+    if seed is not None:
+        check_seed(seed, name)
 
 
 def cmd_pretrain(args) -> int:
     if args.steps < 1:
         raise DQNLMError(f"--steps must be >= 1, got {args.steps}")
+    _check_seed(args.seed)
     pretrain = _lm_import("pretrain")
     out = pretrain.pretrain(
         pretrain.PretrainConfig(steps=args.steps, seed=args.seed), args.out, not args.no_progress
@@ -191,17 +217,21 @@ def cmd_train(args) -> int:
         )
     flags = {"rounds": args.rounds, "device": args.device}
     config_cls, trainer_cls = _lm_import("config").LMConfig, trainer_mod.LMTrainer
-    progress = not args.no_progress
+    progress, trust = not args.no_progress, args.trust_code
+
+    def restart(values: dict, source: str):
+        saved = config_from_run(config_cls, values, source, **flags)
+        trainer_mod.check_run_config(saved, run_dir, source, trust)
+        return trainer_cls(saved, run_dir, progress=progress, trust_code=trust)
+
     with training_run(
         run_dir,
         resume=bool(args.resume),
         overwrite=args.overwrite,
         # validates reward, prompts, data and model before anything is written
-        new=lambda: trainer_cls(config, run_dir, progress=progress),
-        load=lambda: trainer_cls.load(run_dir, **flags),
-        restart=lambda values, source: trainer_cls(
-            config_from_run(config_cls, values, source, **flags), run_dir, progress=progress
-        ),
+        new=lambda: trainer_cls(config, run_dir, progress=progress, trust_code=trust),
+        load=lambda: trainer_cls.load(run_dir, **flags, trust_code=trust),
+        restart=restart,
     ) as trainer:
         if trainer.last_checkpoint:
             print(f"resuming {run_dir} at round {trainer.round} of {trainer.config.rounds}")
@@ -223,7 +253,7 @@ def cmd_eval(args) -> int:
     data = _lm_import("data")
     prompts = data.load_prompts(args.prompts)  # bad files fail before the model loads
     evaluate = _lm_import("evaluate")
-    trainer = _load(args.run_dir, args.device)
+    trainer = _load(args)
     result = evaluate.evaluate(trainer, prompts, args.n, progress=not args.no_progress)
     if result["truncated_prompts"]:
         print(
@@ -244,9 +274,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _check_prompt(trainer, prompt: str) -> None:
+def _check_prompt_given(prompt: str) -> None:
     if not prompt.strip():
         raise DQNLMError("--prompt must not be empty")
+
+
+def _check_prompt(trainer, prompt: str) -> None:
     n = len(trainer.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if n > trainer.config.prompt_tokens:
         print(
@@ -258,10 +291,12 @@ def _check_prompt(trainer, prompt: str) -> None:
 
 def cmd_generate(args) -> int:
     _setup(args)
-    if args.n < 1:
-        raise DQNLMError(f"--n must be >= 1, got {args.n}")
+    if not 1 <= args.n <= MAX_COMPLETIONS:
+        raise DQNLMError(f"--n must be in [1, {MAX_COMPLETIONS}], got {args.n}")
+    _check_seed(args.seed)
+    _check_prompt_given(args.prompt)
     evaluate = _lm_import("evaluate")
-    trainer = _load(args.run_dir, args.device)
+    trainer = _load(args)
     _check_prompt(trainer, args.prompt)
     texts, rewards, _ = evaluate.generate_texts(trainer, args.prompt, args.n, args.seed)
     for text, reward in zip(texts, rewards):
@@ -275,8 +310,10 @@ def cmd_explain(args) -> int:
         raise DQNLMError(f"--out must be an .html file, got {args.out}")
     if not args.out.parent.is_dir():
         raise DQNLMError(f"folder {args.out.parent} for --out does not exist")
+    _check_seed(args.seed)
+    _check_prompt_given(args.prompt)
     evaluate = _lm_import("evaluate")
-    trainer = _load(args.run_dir, args.device)
+    trainer = _load(args)
     _check_prompt(trainer, args.prompt)
     from dqnlm.core.checkpoint import atomic_write_text
 

@@ -8,6 +8,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from dqnlm.core.rng import fork_rng
 from dqnlm.lm.generation import decode_completions, forward_logits
 from dqnlm.lm.trainer import LMTrainer, anchored_q, sequence_kl
 
@@ -44,16 +45,15 @@ def evaluate(
     texts, rewards, kls = [], [], []
     ref_nll, generated, truncated = 0.0, 0.0, 0
     config = trainer.config
-    with torch.random.fork_rng(devices=[]):
+    with fork_rng():
         torch.manual_seed(config.seed + EVAL_SEED_OFFSET)
         chunks = range(0, len(prompts), batch_size)
         for start in tqdm(chunks, desc="evaluating", unit="batch", disable=not progress):
             batch = trainer.generate(prompts[start : start + batch_size])
             batch_texts = decode_completions(trainer.tokenizer, batch)
             rewards += trainer.score(batch_texts).tolist()
-            logits = forward_logits(trainer.model, batch.tokens, batch.attention)
             ref_logits = forward_logits(trainer.reference, batch.tokens, batch.attention)
-            kls += sequence_kl(logits, ref_logits, batch, config.temperature).tolist()
+            kls += sequence_kl(ref_logits, batch).tolist()
             ref_logp = torch.log_softmax(ref_logits[:, :-1], -1)
             taken = ref_logp.gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)
             mask = batch.actions[:, 1:]
@@ -78,13 +78,19 @@ def evaluate(
 
 
 @torch.no_grad()
-def generate_texts(trainer: LMTrainer, prompt: str, n: int = 1, seed: int | None = None):
-    """``n`` completions of one prompt with their rewards, and whether the prompt was cut."""
-    with torch.random.fork_rng(devices=[]):
+def generate_texts(
+    trainer: LMTrainer, prompt: str, n: int = 1, seed: int | None = None, batch_size: int = 32
+):
+    """``n`` completions of one prompt with their rewards, and whether the prompt was cut.
+    They are sampled ``batch_size`` at a time, so memory does not grow with ``n``."""
+    texts, truncated = [], False
+    with fork_rng():
         torch.manual_seed(trainer.config.seed + EVAL_SEED_OFFSET if seed is None else seed)
-        batch = trainer.generate([prompt] * n)
-    texts = decode_completions(trainer.tokenizer, batch)
-    return texts, trainer.score(texts).tolist(), bool(batch.truncated)
+        for start in range(0, n, batch_size):
+            batch = trainer.generate([prompt] * min(batch_size, n - start))
+            texts += decode_completions(trainer.tokenizer, batch)
+            truncated = truncated or bool(batch.truncated)
+    return texts, trainer.score(texts).tolist(), truncated
 
 
 def _colour(advantage: float, scale: float) -> str:
@@ -103,7 +109,7 @@ def explain_html(trainer: LMTrainer, prompt: str, top: int = 5, seed: int | None
     Q, V, A and the ``top`` alternatives by the policy's probability with their Q-values.
     """
     config = trainer.config
-    with torch.random.fork_rng(devices=[]):
+    with fork_rng():
         torch.manual_seed(config.seed + EVAL_SEED_OFFSET if seed is None else seed)
         batch = trainer.generate([prompt])
     logits = forward_logits(trainer.model, batch.tokens, batch.attention)[0]

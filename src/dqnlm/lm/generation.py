@@ -8,9 +8,16 @@ samples, offline data and evaluation lets one TD update serve them all.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
+
+from dqnlm.errors import DQNLMError
+
+
+class NonFiniteLogits(DQNLMError):
+    """The policy's logits hold NaN or infinity: its weights are broken."""
 
 
 @dataclass
@@ -20,6 +27,10 @@ class TokenBatch:
     actions: torch.Tensor  # [B, P + N] float, 1 on generated tokens (the actions)
     prompt_tokens: int  # P
     truncated: int = 0  # prompts that lost tokens on the left to fit P
+    # [B, P + N] log-prob of each generated token under the distribution it was sampled
+    # from (after temperature, top-k, top-p and min_new_tokens); 0 elsewhere. None when
+    # the texts were not sampled (offline data).
+    logprobs: torch.Tensor | None = None
 
     @property
     def completion(self) -> torch.Tensor:
@@ -52,14 +63,18 @@ def completion_mask(completion: torch.Tensor, eos: int) -> torch.Tensor:
     return (ended_before == 0).float()
 
 
-def assemble(prompt, prompt_attention, completion, eos: int, truncated: int = 0) -> TokenBatch:
+def assemble(
+    prompt, prompt_attention, completion, eos: int, truncated: int = 0, logprobs=None
+) -> TokenBatch:
     actions = completion_mask(completion, eos)
+    before = torch.zeros_like(prompt, dtype=actions.dtype)
     return TokenBatch(
         tokens=torch.cat([prompt, completion], 1),
         attention=torch.cat([prompt_attention, actions.long()], 1),
-        actions=torch.cat([torch.zeros_like(prompt, dtype=actions.dtype), actions], 1),
+        actions=torch.cat([before, actions], 1),
         prompt_tokens=prompt.shape[1],
         truncated=truncated,
+        logprobs=None if logprobs is None else torch.cat([before, logprobs], 1),
     )
 
 
@@ -74,6 +89,32 @@ def forward_logits(model, tokens: torch.Tensor, attention: torch.Tensor) -> torc
     return out.logits.float()
 
 
+def sampling_logprobs(
+    logits: torch.Tensor,
+    step: int,
+    eos: int,
+    min_new_tokens: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """``[B, V]`` log-probs of the distribution token ``step`` is drawn from: softmax of
+    ``logits / temperature``, end-of-text blocked before ``min_new_tokens``, truncated to
+    the ``top_k`` most likely tokens and the ``top_p`` nucleus, renormalised."""
+    scores = logits.float() / temperature
+    if step < min_new_tokens:
+        scores[:, eos] = -torch.inf
+    if 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, -torch.inf)
+    if top_p < 1.0:
+        ordered, order = scores.sort(-1, descending=True)
+        probs = ordered.softmax(-1)
+        outside = probs.cumsum(-1) - probs >= top_p  # the mass before it already reaches top_p
+        scores = scores.scatter(-1, order, ordered.masked_fill(outside, -torch.inf))
+    return torch.log_softmax(scores, -1)
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -86,29 +127,54 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> TokenBatch:
-    """Sample one completion per prompt with the KV cache; the batch's global RNG is torch's."""
+    """Sample one completion per prompt with the KV cache; the batch's global RNG is torch's.
+
+    An explicit loop rather than ``model.generate``: ``generate`` starts from the model's
+    own ``generation_config`` (a shipped ``repetition_penalty`` or ``no_repeat_ngram_size``
+    would change the policy), and the loop records the log-prob each token was drawn with.
+    """
     device = next(model.parameters()).device
     prompt, prompt_attention, truncated = encode_prompts(tokenizer, prompts, prompt_tokens)
     prompt, prompt_attention = prompt.to(device), prompt_attention.to(device)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    out = model.generate(
-        input_ids=prompt,
-        attention_mask=prompt_attention,
-        max_new_tokens=new_tokens,
-        min_new_tokens=min_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        pad_token_id=pad,
-        eos_token_id=eos,
-    )
-    completion = out[:, prompt_tokens:]
-    # pad to the fixed width when every text ended early
-    completion = torch.nn.functional.pad(
-        completion, (0, new_tokens - completion.shape[1]), value=pad
-    )
-    return assemble(prompt, prompt_attention, completion, eos, truncated)
+    rows = len(prompt)
+    completion = torch.full((rows, new_tokens), pad, dtype=torch.long, device=device)
+    logprobs = torch.zeros(rows, new_tokens, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    attention, step_input, cache = prompt_attention, prompt, {}
+    cache_name = _cache_argument(model)
+    for step in range(new_tokens):
+        out = model(
+            input_ids=step_input,
+            attention_mask=attention,
+            position_ids=positions(attention)[:, -step_input.shape[1] :],
+            use_cache=True,
+            **cache,
+        )
+        cache = {cache_name: out.cache if "cache" in out else out.past_key_values}
+        logits = out.logits[:, -1].float()
+        if not torch.isfinite(logits[~done]).all():
+            raise NonFiniteLogits(
+                f"the model's logits are NaN or infinite at generated token {step + 1}: "
+                "its weights are broken (did training diverge?)"
+            )
+        logp = sampling_logprobs(logits, step, eos, min_new_tokens, temperature, top_k, top_p)
+        token = torch.multinomial(logp.exp(), 1).squeeze(1)
+        token = torch.where(done, pad, token)
+        completion[:, step] = token
+        logprobs[:, step] = torch.where(done, 0.0, logp.gather(1, token[:, None]).squeeze(1))
+        attention = torch.cat([attention, (~done).long()[:, None]], 1)
+        done |= token == eos
+        if done.all():
+            break
+        step_input = token[:, None]
+    return assemble(prompt, prompt_attention, completion, eos, truncated, logprobs)
+
+
+def _cache_argument(model) -> str:
+    """The KV-cache argument's name: newer transformers call ``past_key_values`` ``cache``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def decode_completions(tokenizer, batch: TokenBatch) -> list[str]:

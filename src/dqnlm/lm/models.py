@@ -57,16 +57,76 @@ def _location(source: str) -> tuple[str, dict]:
     return source, {}
 
 
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def _check_directory(source: str, trust_code: bool) -> None:
+    """Clear one-line refusals for a local folder that is empty or holds only pickles."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    if not (folder / "config.json").is_file():
+        raise DQNLMError(
+            f"{source} is not a Hugging Face model directory: it has no config.json "
+            "(save one with model.save_pretrained and tokenizer.save_pretrained)"
+        )
+    pickles = [p.name for pattern in PICKLED for p in folder.glob(pattern)]
+    if pickles and not trust_code and not any(folder.glob("*.safetensors")):
+        raise DQNLMError(
+            f"{source} holds only pickled weights ({', '.join(sorted(pickles))}), which can run "
+            "code when loaded; refused: convert them to safetensors, or pass --trust-code if "
+            "you trust this folder"
+        )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (so an unknown name fails in seconds)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _from_pretrained(cls, source: str, trust_code: bool, **kwargs):
+    """``cls.from_pretrained(source)`` with every failure as one DQNLMError line.
+
+    A name that is not a local path is looked up in the hub cache first and fetched only
+    when the hub is reachable: offline, it fails at once instead of retrying for a minute.
+    """
+    where, extra = _location(source)
+    if not extra:  # a .gguf file carries its own config and no pickles
+        _check_directory(where, trust_code)
+    try:
+        with quiet_transformers():
+            if Path(where).exists():
+                return cls.from_pretrained(where, **extra, **kwargs)
+            try:
+                return cls.from_pretrained(where, local_files_only=True, **extra, **kwargs)
+            except OSError:
+                if not _hub_reachable():
+                    raise DQNLMError(_load_error(source, None)) from None
+            return cls.from_pretrained(where, **extra, **kwargs)
+    except DQNLMError:
+        raise
+    except Exception as e:  # OSError, ValueError, safetensors' own errors on a truncated file
+        raise DQNLMError(_load_error(source, e)) from None
+
+
 def load_tokenizer(source: str):
     """The tokenizer of ``source``, given a pad token (end-of-text) when it has none."""
     from transformers import AutoTokenizer
 
-    where, extra = _location(source)
-    try:
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-    except (OSError, ValueError) as e:
-        raise DQNLMError(_load_error(source, e)) from None
+    tokenizer = _from_pretrained(AutoTokenizer, source, trust_code=False)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise DQNLMError(
@@ -77,26 +137,29 @@ def load_tokenizer(source: str):
     return tokenizer
 
 
-def load_model(source: str, dtype: str = "float32", device: str | torch.device = "cpu"):
+def load_model(
+    source: str,
+    dtype: str = "float32",
+    device: str | torch.device = "cpu",
+    trust_code: bool = False,
+):
     """``AutoModelForCausalLM`` from a directory, hub name or ``.gguf`` file, in eval mode.
 
-    Dropout stays off during training too: it would make Q, its targets and the KL noisy.
+    Weights load from safetensors (or GGUF) only: pickled ``pytorch_model.bin`` files can
+    run code, so they load only with ``trust_code``. Dropout stays off during training
+    too: it would make Q, its targets and the KL noisy.
     """
     from transformers import AutoModelForCausalLM
 
-    where, extra = _location(source)
-    try:
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **extra)
-    except (OSError, ValueError) as e:
-        raise DQNLMError(_load_error(source, e)) from None
+    safe = {} if trust_code or _location(source)[1] else {"use_safetensors": True}
+    model = _from_pretrained(AutoModelForCausalLM, source, trust_code, dtype=DTYPES[dtype], **safe)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     return model.to(device).eval()
 
 
-def _load_error(source: str, error: Exception) -> str:
-    if Path(source).exists() or "/" not in source and Path(source).suffix:
-        detail = str(error).splitlines()[0]
+def _load_error(source: str, error: Exception | None) -> str:
+    if error is not None and (Path(source).exists() or "/" not in source and Path(source).suffix):
+        detail = " ".join(str(error).split())  # transformers' messages span lines
         return f"cannot load a causal LM from {source}: {detail}"
     return (
         f"model {source!r} is not a local directory and could not be fetched from the "

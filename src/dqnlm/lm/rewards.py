@@ -43,8 +43,12 @@ class NamedReward:
         return self.name
 
 
-def parse_reward(spec: str) -> Reward:
-    """The reward a ``NAME[:ARG]`` spec names; ``module:function`` imports a user callable."""
+def parse_reward(spec: str, trust_code: bool = False) -> Reward:
+    """The reward a ``NAME[:ARG]`` spec names; ``module:function`` imports a user callable.
+
+    ``trust_code`` lets a ``classifier:PATH`` model load pickled weights (safetensors only
+    otherwise).
+    """
     spec = spec.strip()
     name, colon, arg = spec.partition(":")
     if name == "vader":
@@ -53,12 +57,31 @@ def parse_reward(spec: str) -> Reward:
         return NamedReward(spec, _vader())
     if name in _USAGE and not arg:
         raise DQNLMError(f"reward {spec!r} needs an argument: {_USAGE[name]}")
+    if name == "classifier":
+        return NamedReward(spec, _classifier(arg, trust_code))
     if name in _BUILDERS:
         return NamedReward(spec, _BUILDERS[name](arg))
     if colon:
         return NamedReward(spec, _python(spec))
     valid = ", ".join(_USAGE.values())
     raise DQNLMError(f"unknown reward {spec!r}; valid rewards: {valid}, or module:function")
+
+
+def reward_module(spec: str) -> str | None:
+    """The module a reward spec would import (``module:function``), or None for built-ins."""
+    name, colon, _ = spec.strip().partition(":")
+    if not colon or name in _USAGE and name != "python":
+        return None
+    return spec.strip().removeprefix("python:").partition(":")[0]
+
+
+def reward_path(spec: str) -> str | None:
+    """The model directory a ``classifier:PATH[@LABEL]`` spec reads, or None."""
+    name, _, arg = spec.strip().partition(":")
+    if name != "classifier":
+        return None
+    path, at, _ = arg.rpartition("@")
+    return path if at else arg
 
 
 def _vader() -> Reward:
@@ -98,7 +121,7 @@ def _length(arg: str) -> Reward:
     return lambda texts: [1.0 - min(1.0, abs(len(t.split()) - target) / target) for t in texts]
 
 
-def _classifier(arg: str) -> Reward:
+def _classifier(arg: str, trust_code: bool = False) -> Reward:
     """Probability of LABEL (after the last ``@``; default the highest id) from a local model."""
     path, at, label = arg.rpartition("@")
     if not at:
@@ -111,8 +134,10 @@ def _classifier(arg: str) -> Reward:
         raise DQNLMError(
             "the classifier reward needs the lm extra: pip install 'dqnlm[lm]'"
         ) from None
-    try:  # local_files_only: a reward never downloads anything
-        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    try:  # local_files_only: a reward never downloads anything; pickles only if trusted
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, local_files_only=True, use_safetensors=None if trust_code else True
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         reason = " ".join(str(e).split())  # transformers' messages span lines; the CLI prints one
@@ -155,7 +180,13 @@ def _python(spec: str) -> Reward:
         raise DQNLMError(f"module {module_name!r} has no function {attr!r} (reward {spec!r})")
 
     def score(texts: list[str]) -> list[float]:
-        values = fn(texts)
+        try:
+            values = fn(texts)
+        except (KeyboardInterrupt, DQNLMError):
+            raise
+        except BaseException as e:  # SystemExit(0) too: a failing reward must not end a run with 0
+            reason = " ".join(str(e).split())
+            raise DQNLMError(f"reward {spec!r} raised {type(e).__name__}: {reason}") from None
         try:
             scores = [float(value) for value in values]
         except (TypeError, ValueError):
@@ -175,5 +206,4 @@ _BUILDERS: dict[str, Callable[[str], Reward]] = {
     "keyword": _keyword,
     "regex": _regex,
     "length": _length,
-    "classifier": _classifier,
 }

@@ -11,10 +11,14 @@ training started from; see :mod:`dqnlm.lm.config` for why.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,12 +35,15 @@ from dqnlm.core.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
+from dqnlm.core.precision import MasterWeights
+from dqnlm.core.rng import restore_rng, rng_tensors
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.lm.config import LMConfig
 from dqnlm.lm.data import load_prompts, read_jsonl
 from dqnlm.lm.generation import (
+    NonFiniteLogits,
     TokenBatch,
     assemble,
     decode_completions,
@@ -56,8 +63,9 @@ from dqnlm.lm.models import (
 )
 from dqnlm.lm.pretrain import replace_dir
 from dqnlm.lm.qlearning import anchored_q, update_loss  # noqa: F401 (anchored_q: re-exported)
-from dqnlm.lm.rewards import parse_reward
+from dqnlm.lm.rewards import parse_reward, reward_module, reward_path
 from dqnlm.metrics import MetricsLogger, save_figure
+from dqnlm.trust import UntrustedInput, check_inside, is_own_module
 
 CHECKPOINTS = "checkpoints"
 COLUMNS = (
@@ -116,25 +124,71 @@ def sequence_rewards(batch: TokenBatch, scores: torch.Tensor) -> torch.Tensor:
     return rewards
 
 
-def sequence_kl(logits, ref_logits, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
-    """Per-text sum over generated tokens of log pi(a|s) - log pi_ref(a|s): a sample of the
-    sequence KL(pi || pi_ref) in nats."""
+def sequence_kl(ref_logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    """Per-text sum over generated tokens of log pi(a|s) - log pi_ref(a|s), where pi is the
+    distribution each token was drawn from (temperature, top-k, top-p and min_new_tokens
+    included): a sample of the sequence KL(pi || pi_ref) in nats."""
     taken = batch.tokens[:, 1:, None]
-    logp = torch.log_softmax(logits[:, :-1] / temperature, -1).gather(-1, taken)
-    ref_logp = torch.log_softmax(ref_logits[:, :-1], -1).gather(-1, taken)
+    ref_logp = torch.log_softmax(ref_logits[:, :-1], -1).gather(-1, taken).squeeze(-1)
     generated = batch.actions[:, 1:].bool()  # select, not multiply: padding may hold -inf - -inf
-    return torch.where(generated, (logp - ref_logp).squeeze(-1), 0.0).sum(1)
+    return torch.where(generated, batch.logprobs[:, 1:] - ref_logp, 0.0).sum(1)
+
+
+BUILT_IN_PROMPTS = ("imdb", "imdb-held-out", "general")
+
+
+def _local_model(spec: str) -> str | None:
+    """The local path a model spec reads, or None for the embedded model and hub names."""
+    from dqnlm.lm.pretrain import default_model_dir
+
+    if not spec or Path(spec).resolve() == default_model_dir().resolve():
+        return None
+    looks_local = spec.startswith((".", "/", "~")) or Path(spec).suffix == ".gguf"
+    return spec if looks_local or Path(spec).exists() else None
+
+
+def check_run_config(config: LMConfig, run_dir: Path, source: str, trust_code: bool) -> None:
+    """Refuse what a config saved in ``run_dir`` could make dqnlm do beyond that folder:
+    import a reward module, or read a model, prompts, data or classifier outside it (the
+    embedded model and hub names excepted), unless the user passed ``--trust-code``."""
+    if trust_code:
+        return
+    module = reward_module(config.reward)
+    if module is not None and not is_own_module(module):
+        raise UntrustedInput(
+            f"{source} sets reward = {config.reward!r}, which would import module {module!r}; "
+            "refused: pass --trust-code if you trust this file"
+        )
+    paths = {
+        "model": _local_model(config.model),
+        "reward": reward_path(config.reward),
+        "prompts": None if config.prompts in BUILT_IN_PROMPTS else config.prompts,
+        "eval_set": None
+        if config.eval_set in BUILT_IN_PROMPTS or not config.eval_prompts
+        else config.eval_set,
+        "offline_data": config.offline_data or None,
+    }
+    for what, path in paths.items():
+        if path:  # relative paths are read from the working directory, so check them there
+            check_inside(Path(path).expanduser().absolute(), run_dir, what, source, False)
 
 
 class LMTrainer:
     """Owns the LM Q-network, its reference, its target network, replay and run directory."""
 
-    def __init__(self, config: LMConfig, run_dir: str | Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        config: LMConfig,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        trust_code: bool = False,
+    ):
+        """``trust_code`` lets the model (and a classifier reward) load pickled weights."""
         self.config = cfg = config.validate()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(cfg.device)
         # cheap checks first, so bad input fails before any pretraining or loading
-        self.reward = parse_reward(cfg.reward)
+        self.reward = parse_reward(cfg.reward, trust_code)
         self.prompts = load_prompts(cfg.prompts)
         if cfg.eval_prompts:
             load_prompts(cfg.eval_set)  # a bad file fails now, not after training
@@ -146,7 +200,7 @@ class LMTrainer:
         self.model_source = resolve_model_source(cfg.model, progress)
         self.tokenizer = load_tokenizer(self.model_source)
         torch.manual_seed(cfg.seed)
-        model = load_model(self.model_source, cfg.dtype, self.device)
+        model = load_model(self.model_source, cfg.dtype, self.device, trust_code)
         width = cfg.prompt_tokens + cfg.new_tokens
         limit = context_length(model)
         if limit is not None and width > limit:
@@ -159,9 +213,9 @@ class LMTrainer:
         self.target = TargetNetwork(
             self.model, cfg.target, cfg.target_period, cfg.tau, only=is_adapter if lora else None
         )
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate
-        )
+        # AdamW steps float32 masters of bfloat16 weights: its small steps would round away
+        self.weights = MasterWeights([p for p in self.model.parameters() if p.requires_grad])
+        self.optimizer = torch.optim.AdamW(self.weights.master, lr=cfg.learning_rate)
         self.rng = np.random.default_rng(cfg.seed)
         capacity = len(offline) if offline else cfg.replay_capacity
         self.replay = SequenceReplay(capacity, width, cfg.seed)
@@ -236,11 +290,11 @@ class LMTrainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.weights.grads_to_master()
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm
-            )
+            torch.nn.utils.clip_grad_norm_(self.weights.master, cfg.max_grad_norm)
         self.optimizer.step()
+        self.weights.master_to_model()
         self.num_updates += 1
         self.target.update(self.num_updates)
         return loss.item(), cql.item(), mean_q.item()
@@ -251,22 +305,30 @@ class LMTrainer:
         per-text KL)."""
         cfg = self.config
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
-        batch = self.generate([self.prompts[i] for i in picks])
+        try:
+            batch = self.generate([self.prompts[i] for i in picks])
+        except NonFiniteLogits as e:
+            raise TrainingDiverged(
+                f"training diverged in round {self.round + 1}: {e}; "
+                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
+            ) from None
         if cfg.shaping:
-            rewards = self.shaped_rewards(batch)
-            scores = rewards.sum(1) + self._empty_score
+            rewards, scores = self.shaped_rewards(batch)
         else:
             scores = self.score(decode_completions(self.tokenizer, batch))
             rewards = sequence_rewards(batch, scores)
-        logits = forward_logits(self.model, batch.tokens, batch.attention)
         ref_logits = forward_logits(self.reference, batch.tokens, batch.attention)
-        kl = sequence_kl(logits, ref_logits, batch, cfg.temperature)
-        return batch, rewards, scores, kl
+        return batch, rewards, scores, sequence_kl(ref_logits, batch)
 
-    def shaped_rewards(self, batch: TokenBatch) -> torch.Tensor:
-        """Per-token rewards ``R(prefix up to t) - R(prefix up to t - 1)`` (potential-based
-        shaping, Ng et al. 1999). They sum to ``R(text) - R("")`` on every text, so returns
-        and the optimal policy are unchanged, but each token is credited with its own effect.
+    def shaped_rewards(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token rewards shaped by the potential ``Phi(prefix) = R(prefix)`` (Ng et al.
+        1999), and each text's reward ``R(text)``.
+
+        Token t earns ``gamma * Phi(prefix up to t) - Phi(prefix up to t - 1)``; the last
+        token, whose next state is terminal (potential 0), earns ``R(text) - Phi(prefix
+        before it)``. The discounted sum over a text is ``gamma^(T-1) R(text) - R("")``, the
+        unshaped return minus a constant, so the optimal policy is unchanged for any gamma,
+        but each token is credited with its own effect.
         """
         start = batch.prompt_tokens
         completion, actions = batch.completion.cpu(), batch.actions[:, start:].cpu()
@@ -279,10 +341,13 @@ class LMTrainer:
         before = torch.cat([torch.tensor([self._empty_score]), potential[:-1]])
         first = torch.tensor([p[1] == start for p in places])
         before[first] = self._empty_score  # each text starts from the empty prefix
-        rewards = torch.zeros_like(batch.actions, device="cpu")
         rows, cols = (torch.tensor(c) for c in zip(*places))
-        rewards[rows, cols] = potential - before
-        return rewards
+        last = batch.last_action().cpu()
+        discount = torch.where(cols == last[rows], 1.0, self.config.gamma)
+        rewards = torch.zeros_like(batch.actions, device="cpu")
+        rewards[rows, cols] = discount * potential - before
+        scores = potential[cols == last[rows]]  # one last token per text, in row order
+        return rewards, scores
 
     def learn(self, progress: bool = True, tensorboard: bool = True) -> dict | None:
         """Train to ``config.rounds``; returns the final evaluation (or None when skipped)."""
@@ -307,7 +372,10 @@ class LMTrainer:
                 batch, rewards, scores, kl = self._collect()
                 if not cfg.offline_data:
                     self.replay.add(batch, rewards)
-                results = [self._update() for _ in range(cfg.updates_per_round)]
+                results = []
+                for _ in range(cfg.updates_per_round):
+                    with _interrupts_deferred():  # weights, optimizer and target move together
+                        results.append(self._update())
                 td, cql, mean_q = (float(np.mean(r)) for r in zip(*results))
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
@@ -332,9 +400,12 @@ class LMTrainer:
                     tok_s=f"{tokens_per_s:.0f}",
                 )
                 self._check_weights()
+                self._check_logits(batch)
                 if self.round % cfg.checkpoint_every == 0 or self.round == cfg.rounds:
                     self.save_checkpoint()
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                self._save_on_interrupt()
             if fresh and self.last_checkpoint is None:  # leave nothing half-written behind
                 logger.close()
                 shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -353,24 +424,45 @@ class LMTrainer:
         return result
 
     def _check_weights(self) -> None:
-        if not all(torch.isfinite(t).all() for t in self._trained_tensors().values()):
+        if not self._finite_weights():
             raise TrainingDiverged(
                 f"training diverged in round {self.round}: the weights are not finite; "
                 f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
             )
 
+    def _finite_weights(self) -> bool:
+        return all(torch.isfinite(t).all() for t in self._trained_tensors().values())
+
+    @torch.no_grad()
+    def _check_logits(self, batch: TokenBatch, rows: int = 4) -> None:
+        """Finite weights can still be huge enough to overflow the logits (a learning rate
+        of 1e30): probe a few of the round's texts, so no such model is checkpointed."""
+        logits = forward_logits(self.model, batch.tokens[:rows], batch.attention[:rows])
+        if not torch.isfinite(logits).all():
+            raise TrainingDiverged(
+                f"training diverged in round {self.round}: the logits are not finite; "
+                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
+            )
+
+    def _save_on_interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: checkpoint the state (consistent between TD updates) if it is
+        finite, so ``--resume`` loses at most part of a round."""
+        if self.run_dir is None or not self._finite_weights():
+            return
+        with _interrupts_deferred():
+            self.save_checkpoint()
+            print(f"interrupted: saved {self.last_checkpoint}", file=sys.stderr)
+
     # ----------------------------------------------------------- checkpoints
     def _trained_tensors(self) -> dict[str, torch.Tensor]:
-        """The weights training changes: all parameters, or the LoRA adapters only."""
+        """The weights training changes (all parameters, or the LoRA adapters only), as the
+        float32 masters the optimizer steps: a bfloat16 run resumes exactly."""
         named = self.model.named_parameters()  # shared (tied) weights appear once
-        return {n: p.detach() for n, p in named if p.requires_grad}
+        names = [n for n, p in named if p.requires_grad]
+        return {n: m.detach() for n, m in zip(names, self.weights.master, strict=True)}
 
     def _target_tensors(self) -> dict[str, torch.Tensor]:
-        if self.config.target == "none":
-            return {}
-        if self.config.lora_rank > 0:
-            return self.target.state_dict()
-        return {n: p.detach() for n, p in self.target.module.named_parameters()}
+        return self.target.lagged_parameters()
 
     def save_checkpoint(self) -> Path:
         """Trained weights, target, optimizer, replay, RNG states and counters, atomically."""
@@ -380,7 +472,7 @@ class LMTrainer:
         tensors = {f"model.{k}": v for k, v in trained.items()}
         tensors.update({f"target.{k}": v for k, v in self._target_tensors().items()})
         tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng_tensors())
         meta = {
             "config": dataclasses.asdict(self.config),
             "model_source": self.model_source,
@@ -400,9 +492,17 @@ class LMTrainer:
 
     @classmethod
     def load(
-        cls, run_dir: str | Path, rounds: int | None = None, device: str | None = None
+        cls,
+        run_dir: str | Path,
+        rounds: int | None = None,
+        device: str | None = None,
+        trust_code: bool = False,
     ) -> LMTrainer:
-        """Rebuild a trainer from the newest checkpoint in ``run_dir`` (to evaluate or resume)."""
+        """Rebuild a trainer from the newest checkpoint in ``run_dir`` (to evaluate or resume).
+
+        Without ``trust_code`` the saved config may not import a reward module or read
+        files outside ``run_dir`` (see :func:`check_run_config`), nor load pickled weights.
+        """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"run directory {run_dir} does not exist")
@@ -413,17 +513,22 @@ class LMTrainer:
                 values["rounds"] = rounds
             if device is not None:
                 values["device"] = device
-            trainer = cls(LMConfig(**values), run_dir, progress=False)
+            config = LMConfig(**values)
+            check_run_config(config, run_dir, str(ckpt.path), trust_code)
+            trainer = cls(config, run_dir, progress=False, trust_code=trust_code)
             tensors = ckpt.tensors
-            params = dict(trainer.model.named_parameters())
             with torch.no_grad():
-                for name in trainer._trained_tensors():
-                    params[name].copy_(tensors[f"model.{name}"])
-                # the lagged tensors themselves (a full copy, or LoRA's adapter shadows)
-                for name, value in trainer._target_tensors().items():
-                    value.copy_(tensors[f"target.{name}"])
+                for name, value in trainer._trained_tensors().items():
+                    value.copy_(tensors[f"model.{name}"])
+            trainer.weights.master_to_model()
+            # the lagged tensors themselves (a full copy, or LoRA's adapter shadows)
+            trainer.target.load_lagged_parameters(
+                {name: tensors[f"target.{name}"] for name in trainer._target_tensors()}
+            )
+            if not trainer._finite_weights():
+                raise CheckpointError(f"checkpoint {ckpt.path} holds NaN or infinite weights")
             load_optimizer_state(trainer.optimizer, tensors, ckpt.meta["optimizer"])
-            torch.set_rng_state(tensors["rng.torch"])
+            restore_rng(tensors)
             trainer.rng.bit_generator.state = ckpt.meta["rng"]["prompts"]
             trainer.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
             if ckpt.arrays is not None:
@@ -449,6 +554,22 @@ class LMTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, so Ctrl-C lands between steps that
+    must happen together (a signal sent meanwhile is delivered right after)."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
