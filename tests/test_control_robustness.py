@@ -177,3 +177,32 @@ def test_memory_estimate_counts_the_replay(tiny):
     # 4 floats of obs and of next obs, plus action, reward, done and discount
     assert dqn.estimate_bytes(config, 4, 2) >= 1_000_000 * (2 * 4 * 4 + 20)
     assert json.dumps(dqn.estimate_bytes(tiny(), 4, 2))  # a plain int
+
+
+# ------------------------------------------------------------------- sweeps of presets
+def test_sweep_keeps_the_presets_early_stop_only_when_asked(tmp_path):
+    from dqnlm.experiments.sweep import load_sweep
+
+    text = '[envs.cartpole]\npreset = "cartpole"\n[variants.preset]\n'
+    (tmp_path / "plain.toml").write_text("seeds = [3]\n" + text)
+    (tmp_path / "early.toml").write_text("seeds = [3]\nearly_stop = true\n" + text)
+    (tmp_path / "bad.toml").write_text('seeds = [3]\nearly_stop = "yes"\n' + text)
+    plain = load_sweep(tmp_path / "plain.toml")["envs"]["cartpole"]["configs"]["preset"]
+    early = load_sweep(tmp_path / "early.toml")["envs"]["cartpole"]["configs"]["preset"]
+    assert plain["stop_at_return"] is None
+    assert early["stop_at_return"] == 500.0
+    with pytest.raises(ConfigError, match="early_stop must be true or false, got 'yes'"):
+        load_sweep(tmp_path / "bad.toml")
+
+
+def test_checkpoints_carry_every_torch_generator(tiny, tmp_path, monkeypatch):
+    """Exact resume on a GPU needs the CUDA generators too, not only the CPU one."""
+    fake_cuda = torch.tensor([7, 7, 7], dtype=torch.uint8)
+    monkeypatch.setattr(
+        dqn, "rng_tensors", lambda: {"rng.torch": torch.get_rng_state(), "rng.cuda.0": fake_cuda}
+    )
+    restored = []
+    monkeypatch.setattr(dqn, "restore_rng", lambda tensors: restored.append(tensors))
+    DQN(tiny(total_steps=200), tmp_path / "run").learn(progress=False, tensorboard=False)
+    DQN.load(tmp_path / "run")
+    assert torch.equal(restored[0]["rng.cuda.0"], fake_cuda)

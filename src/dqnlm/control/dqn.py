@@ -32,6 +32,7 @@ from dqnlm.core.checkpoint import (
 from dqnlm.core.losses import dqn_loss
 from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
+from dqnlm.core.rng import restore_rng, rng_tensors
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
@@ -348,7 +349,7 @@ class DQN:
         tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
         tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng_tensors())  # CPU and, on a GPU, every CUDA generator
         if self.best_weights is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
         meta = {
@@ -400,7 +401,7 @@ class DQN:
             agent.q_net.load_state_dict(_prefixed(tensors, "q_net."))
             agent.target.load_state_dict(_prefixed(tensors, "target."))
             load_optimizer_state(agent.optimizer, tensors, ckpt.meta["optimizer"])
-            torch.set_rng_state(tensors["rng.torch"])
+            restore_rng(tensors)
             agent.rng.bit_generator.state = ckpt.meta["rng"]["explore"]
             agent.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
             if ckpt.arrays is not None:
