@@ -169,3 +169,43 @@ def test_adapter_target_state_round_trip_and_errors():
         target.load_state_dict({"base.weight": torch.ones(2, 2)})
     with pytest.raises(ValueError, match="selects no parameter"):
         TargetNetwork(net, mode="hard", only=lambda name: "nothing" in name)
+
+
+def bf16_pair(only=None):
+    """A bfloat16 network whose online weights sit 5% above its target's (1.0)."""
+    net = Adapted().to(torch.bfloat16) if only else nn.Linear(4, 4, bias=False).bfloat16()
+    weight = net.lora_A if only else net.weight
+    with torch.no_grad():
+        weight.fill_(1.0)
+    target = TargetNetwork(net, mode="polyak", tau=0.01, only=only)
+    with torch.no_grad():
+        weight.fill_(1.05)  # stored as bfloat16 1.046875
+    return net, weight, target
+
+
+@pytest.mark.parametrize("only", [None, lambda name: "lora_" in name], ids=["copy", "adapters"])
+def test_bfloat16_polyak_moves_as_a_float32_ema_would(only):
+    net, weight, target = bf16_pair(only)
+    online = weight.detach().float()
+    for n in range(1, 101):
+        target.update(n)
+    # float32: 1 - 0.99**100 = 63% of the gap closed; a bfloat16 lerp closes 0%
+    expected = 1.0 + (online - 1.0) * (1 - 0.99**100)
+    (lagged,) = target.lagged_parameters().values()
+    assert lagged.dtype == torch.float32
+    assert torch.allclose(lagged - 1.0, expected - 1.0, rtol=0.01)
+    # the weights the target computes with are the masters rounded to bfloat16
+    rounded = target._target_tensors[0].float()
+    assert torch.equal(rounded, lagged.bfloat16().float()) and (rounded > 1.0).all()
+
+
+def test_bfloat16_target_round_trips_its_float32_masters():
+    _, _, target = bf16_pair()
+    for n in range(1, 11):
+        target.update(n)
+    _, _, other = bf16_pair()
+    other.load_lagged_parameters(target.lagged_parameters())
+    assert torch.equal(other.lagged_parameters()["weight"], target.lagged_parameters()["weight"])
+    assert torch.equal(other.module.weight, target.module.weight)
+    other.update(11), target.update(11)
+    assert torch.equal(other.lagged_parameters()["weight"], target.lagged_parameters()["weight"])

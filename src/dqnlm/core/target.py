@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from dqnlm.core.precision import master_of
+
 TargetMode = Literal["hard", "polyak", "none"]
 TARGET_MODES: tuple[str, ...] = ("hard", "polyak", "none")
 
@@ -46,7 +48,9 @@ class TargetNetwork:
     * ``none``: no copy; the online network is its own target (ablations).
 
     Call :meth:`update` after every optimizer step with the total number of
-    gradient updates made so far.
+    gradient updates made so far. Low-precision (bfloat16 / float16) weights lag through
+    float32 master copies: ``tau * gap`` below half a bfloat16 ulp would otherwise round
+    away and stall the target (see :mod:`dqnlm.core.precision`).
     """
 
     def __init__(
@@ -88,16 +92,41 @@ class TargetNetwork:
             params = dict(online.named_parameters())
             self._online_tensors = [params[name] for name in self._shadow]
             self._target_tensors = [p.detach().clone() for p in self._online_tensors]
+        # the EMA runs on the masters; low-precision targets receive the rounded result
+        self._master = [master_of(t) for t in self._target_tensors]
+        self._low = [(t, m) for t, m in zip(self._target_tensors, self._master) if m is not t]
 
     def update(self, num_updates: int) -> bool:
         """Apply the rule if ``num_updates`` is a multiple of the period; return whether it did."""
         if self.mode == "none" or num_updates % self.period != 0:
             return False
         if self.mode == "hard":
-            hard_update(self._target_tensors, self._online_tensors)
+            hard_update(self._master, self._online_tensors)
         else:
-            polyak_update(self._target_tensors, self._online_tensors, self.tau)
+            online = [t.to(m.dtype) for t, m in zip(self._online_tensors, self._master)]
+            polyak_update(self._master, online, self.tau)
+        self._round_into_target()
         return True
+
+    @torch.no_grad()
+    def _round_into_target(self) -> None:
+        for target, master in self._low:
+            target.copy_(master)
+
+    def lagged_parameters(self) -> dict[str, torch.Tensor]:
+        """The lagged parameters by name, float32 masters for low-precision ones: what a
+        checkpoint holds to resume exactly. Tied parameters appear once."""
+        if self.mode == "none":
+            return {}
+        names = self._shadow or [name for name, _ in self.module.named_parameters()]
+        return {name: t.detach() for name, t in zip(names, self._master)}
+
+    @torch.no_grad()
+    def load_lagged_parameters(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`lagged_parameters` gave."""
+        for name, master in self.lagged_parameters().items():
+            master.copy_(state[name])
+        self._round_into_target()
 
     @torch.no_grad()
     def __call__(self, *args, **kwargs):
@@ -114,7 +143,7 @@ class TargetNetwork:
         if self.mode == "none":
             return {}
         if self._shadow is not None:
-            return dict(zip(self._shadow, self._target_tensors, strict=True))
+            return dict(zip(self._shadow, self._master, strict=True))
         return self.module.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -122,7 +151,11 @@ class TargetNetwork:
             return
         if self._shadow is None:
             self.module.load_state_dict(state)
+            with torch.no_grad():
+                for target, master in self._low:
+                    master.copy_(target)
             return
         if sorted(state) != sorted(self._shadow):
             raise ValueError("target state does not hold the selected parameters")
-        hard_update(self._target_tensors, [state[name] for name in self._shadow])
+        hard_update(self._master, [state[name] for name in self._shadow])
+        self._round_into_target()
