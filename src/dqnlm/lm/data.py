@@ -65,7 +65,6 @@ def opening_words(text: str, n_words: int = 8) -> str:
     return " ".join(text.split()[:n_words])
 
 
-PROMPT_SETS = ("imdb", "imdb-held-out", "general")
 GENERAL_PROMPTS = Path(__file__).parent / "prompts" / "general.jsonl"
 
 
