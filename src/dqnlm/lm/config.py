@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from dqnlm.core.target import TARGET_MODES
 from dqnlm.errors import ConfigError
+from dqnlm.seeding import MAX_SEED
 
 TD_KINDS = ("soft", "max", "double")
 
@@ -72,7 +73,9 @@ class LMConfig:
     gamma: float = 1.0
     """Discount per token, in [0, 1]."""
     lam: float = 0.9
-    """TD(lambda) mixing; carries the end-of-text reward back to early tokens."""
+    """Q(lambda) mixing (Harutyunyan et al. 2016): each target mixes in the next token's
+    return minus the target network's Q of that token, so the optimal Q is a fixed point
+    for any lam; carries the end-of-text reward back to early tokens."""
     updates_per_round: int = 4
     """TD updates per round: the off-policy reuse ratio."""
     batch_size: int = 64
@@ -123,6 +126,10 @@ class LMConfig:
         need(
             self.dtype in ("float32", "bfloat16"),
             f"dtype must be float32 or bfloat16, got {self.dtype!r}",
+        )
+        need(
+            type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
+            f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}",
         )
         need(self.lora_rank >= 0, f"lora_rank must be >= 0, got {self.lora_rank}")
         need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
