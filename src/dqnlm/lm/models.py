@@ -60,7 +60,7 @@ def _location(source: str) -> tuple[str, dict]:
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
-def _check_directory(source: str, trust_code: bool) -> None:
+def _check_directory(source: str, allow_pickles: bool) -> None:
     """Clear one-line refusals for a local folder that is empty or holds only pickles."""
     folder = Path(source)
     if not folder.is_dir():
@@ -71,7 +71,7 @@ def _check_directory(source: str, trust_code: bool) -> None:
             "(save one with model.save_pretrained and tokenizer.save_pretrained)"
         )
     pickles = [p.name for pattern in PICKLED for p in folder.glob(pattern)]
-    if pickles and not trust_code and not any(folder.glob("*.safetensors")):
+    if pickles and not allow_pickles and not any(folder.glob("*.safetensors")):
         raise DQNLMError(
             f"{source} holds only pickled weights ({', '.join(sorted(pickles))}), which can run "
             "code when loaded; refused: convert them to safetensors, or pass --trust-code if "
@@ -97,7 +97,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _from_pretrained(cls, source: str, trust_code: bool, **kwargs):
+def _from_pretrained(cls, source: str, allow_pickles: bool, **kwargs):
     """``cls.from_pretrained(source)`` with every failure as one DQNLMError line.
 
     A name that is not a local path is looked up in the hub cache first and fetched only
@@ -105,7 +105,7 @@ def _from_pretrained(cls, source: str, trust_code: bool, **kwargs):
     """
     where, extra = _location(source)
     if not extra:  # a .gguf file carries its own config and no pickles
-        _check_directory(where, trust_code)
+        _check_directory(where, allow_pickles)
     try:
         with quiet_transformers():
             if Path(where).exists():
@@ -126,7 +126,7 @@ def load_tokenizer(source: str):
     """The tokenizer of ``source``, given a pad token (end-of-text) when it has none."""
     from transformers import AutoTokenizer
 
-    tokenizer = _from_pretrained(AutoTokenizer, source, trust_code=False)
+    tokenizer = _from_pretrained(AutoTokenizer, source, allow_pickles=True)  # no weights
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise DQNLMError(

@@ -65,6 +65,7 @@ from dqnlm.lm.pretrain import replace_dir
 from dqnlm.lm.qlearning import anchored_q, update_loss  # noqa: F401 (anchored_q: re-exported)
 from dqnlm.lm.rewards import parse_reward, reward_module, reward_path
 from dqnlm.metrics import MetricsLogger, save_figure
+from dqnlm.resources import DoesNotFit, check_fits, human_bytes
 from dqnlm.trust import UntrustedInput, check_inside, is_own_module
 
 CHECKPOINTS = "checkpoints"
@@ -207,6 +208,7 @@ class LMTrainer:
             raise DQNLMError(
                 f"prompt_tokens + new_tokens = {width} exceeds the model's context of {limit} tokens"
             )
+        self._check_memory(model)
         lora = cfg.lora_rank > 0
         self.model = add_lora(model, cfg.lora_rank, cfg.lora_alpha) if lora else model
         self.reference = reference_of(self.model, lora)
@@ -225,6 +227,31 @@ class LMTrainer:
         self.round = self.num_updates = 0
         self.elapsed = 0.0
         self.last_checkpoint: Path | None = None
+
+    def _check_memory(self, model) -> None:
+        """Refuse, before allocating, a round that cannot fit. Its largest tensors are
+        float32 logits over the vocabulary at every position of every text: policy,
+        reference and target, their log-softmaxes and gradients (about 8 copies)."""
+        cfg = self.config
+        width = cfg.prompt_tokens + cfg.new_tokens
+        vocab = model.get_output_embeddings().weight.shape[0]
+        rows = max(cfg.prompts_per_round, cfg.batch_size)
+        logits = 8 * 4 * rows * width * vocab
+        replay = cfg.replay_capacity * width * 24  # tokens, attention, actions, rewards
+        what = (
+            f"prompts_per_round={cfg.prompts_per_round}, batch_size={cfg.batch_size} and "
+            f"replay_capacity={cfg.replay_capacity} (texts of {width} tokens, a vocabulary "
+            f"of {vocab})"
+        )
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+            if logits > 0.9 * free:
+                raise DoesNotFit(
+                    f"{what} need about {human_bytes(logits)} of GPU memory, but only "
+                    f"{human_bytes(free)} is free; reduce them"
+                )
+            logits = 0
+        check_fits(logits + replay, what)
 
     # ------------------------------------------------------------------ data
     def _fill_offline(self, rows: list[dict]) -> None:
