@@ -114,7 +114,7 @@ def test_eval_rule_text(capsys):
         (["--noise", "1.5"], "slot_error_rate must be in [0, 1], got 1.5"),
         (["--noise", "nan"], "slot_error_rate must be in [0, 1], got nan"),
         (["--noise", "-0.1"], "slot_error_rate must be in [0, 1], got -0.1"),
-        (["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        (["--episodes", "0"], "--episodes must be in [1, 1,000,000], got 0"),
         (["--domain", "nowhere.json"], "nowhere.json"),
     ],
 )
@@ -162,7 +162,7 @@ def test_show_rule(capsys):
     out = capsys.readouterr().out
     assert "--- dialogue 1: train goal 0" in out and "constraints:" in out
     assert main(["dialogue", "show", "rule", "--episodes", "0"]) == 1
-    assert "--episodes must be >= 1" in one_error_line(capsys)
+    assert "--episodes must be in [1, 1,000]" in one_error_line(capsys)
 
 
 def test_resume_extends_a_run(capsys, run_dir, tmp_path):

@@ -121,7 +121,7 @@ def visited():
             "target_update must be one of epoch, hard, polyak, none, got 'soft'",
         ),
         ("device", "tpu", "device must be cpu, cuda or auto, got 'tpu'"),
-        ("max_turns", 2, "max_turns must be >= 3, got 2"),
+        ("max_turns", 2, "max_turns must be in [3, 1000], got 2"),
         ("slot_error_rate", 1.5, "slot_error_rate must be in [0, 1], got 1.5"),
         ("intent_error_rate", math.nan, "intent_error_rate must be in [0, 1], got nan"),
     ],

@@ -135,7 +135,7 @@ def mutate(raw, change):
         ),
         (
             lambda d: d["generation"].__setitem__("num_goals", 0),
-            "generation.num_goals: must be >= 1",
+            "generation.num_goals: must be in [1, 100,000], got 0",
         ),
         (
             lambda d: d["generation"].__setitem__("test_fraction", 1.0),

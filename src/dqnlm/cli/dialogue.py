@@ -10,8 +10,13 @@ from pathlib import Path
 from dqnlm.cli.common import add_config_arguments, config_fields_help
 from dqnlm.dialogue.config import TEST_SEED
 from dqnlm.errors import DQNLMError
+from dqnlm.seeding import check_seed
 
 RULE = "rule"
+MAX_EVAL_EPISODES = 1_000_000
+"""More dialogues than this only take longer: the success rate's error is already < 0.001."""
+MAX_SHOW_EPISODES = 1_000
+"""Dialogues `show` prints at most; a person reads them."""
 AGENT_HELP = "a trained run directory, or `rule` for the rule-based baseline"
 
 
@@ -189,11 +194,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_episodes(episodes: int | None, most: int) -> None:
+    if episodes is not None and not 1 <= episodes <= most:
+        raise DQNLMError(f"--episodes must be in [1, {most:,}], got {episodes:,}")
+
+
 def cmd_eval(args) -> int:
     from dqnlm.dialogue import DialogueEnv, evaluate
 
-    if args.episodes is not None and args.episodes < 1:
-        raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
+    check_seed(args.seed, "--seed")
+    _check_episodes(args.episodes, MAX_EVAL_EPISODES)
     config, agent = _load_agent(args, **_env_overrides(args))
     result = evaluate(DialogueEnv(config), agent, seed=args.seed, episodes=args.episodes)
     if args.json:
@@ -211,8 +221,8 @@ def cmd_eval(args) -> int:
 def cmd_show(args) -> int:
     from dqnlm.dialogue import DialogueEnv
 
-    if args.episodes < 1:
-        raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
+    check_seed(args.seed, "--seed")
+    _check_episodes(args.episodes, MAX_SHOW_EPISODES)
     config, agent = _load_agent(args, **_env_overrides(args))
     env = DialogueEnv(config, render_mode="ansi")
     for i in range(args.episodes):
@@ -239,6 +249,7 @@ def _pairs(values: dict) -> str:
 def cmd_chat(args) -> int:
     from dqnlm.dialogue import NLG, NLU, StateTracker, build_world, load_domain
 
+    check_seed(args.seed, "--seed")
     config, agent = _load_agent(args)
     domain = load_domain(config.domain)
     world = build_world(domain)

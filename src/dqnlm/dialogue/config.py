@@ -6,6 +6,11 @@ import math
 from dataclasses import dataclass
 
 from dqnlm.errors import ConfigError
+from dqnlm.seeding import check_seed
+
+MAX_TURNS = 1000
+"""Utterances per dialogue at most: the state one-hot codes the turn, so its size grows
+with max_turns, and no task-oriented dialogue runs to a thousand utterances."""
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,8 @@ class DialogueConfig:
         problems = []
         if self.split not in ("train", "test"):
             problems.append(f"split must be train or test, got {self.split!r}")
-        if self.max_turns < 3:
-            problems.append(f"max_turns must be >= 3, got {self.max_turns}")
+        if not 3 <= self.max_turns <= MAX_TURNS:
+            problems.append(f"max_turns must be in [3, {MAX_TURNS}], got {self.max_turns}")
         for name in ("slot_error_rate", "intent_error_rate"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -143,6 +148,10 @@ class DialogueDQNConfig:
 
     def validate(self) -> DialogueDQNConfig:
         problems = self.env_config().errors()
+        try:
+            check_seed(self.seed)
+        except ConfigError as e:
+            problems.append(str(e))
         positive = (
             "epochs dialogues_per_epoch batch_size buffer_size train_freq "
             "target_update_period eval_interval eval_episodes checkpoint_interval"

@@ -46,6 +46,7 @@ from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger, read_metrics, save_figure
+from dqnlm.resources import check_fits
 from dqnlm.trust import check_inside
 
 COLUMNS = (
@@ -109,6 +110,10 @@ class DialogueDQN:
         self.device = resolve_device(cfg.device)
         self.env = DialogueEnv(cfg.env_config("train"))
         tracker = self.env.tracker
+        check_fits(
+            estimate_bytes(cfg, tracker.dim, len(tracker.actions)),
+            f"buffer_size={cfg.buffer_size:,} with hidden_sizes={list(cfg.hidden_sizes)}",
+        )
         torch.manual_seed(cfg.seed)
         self.q_net = QNetwork(tracker.dim, len(tracker.actions), cfg.hidden_sizes).to(self.device)
         # "epoch" is a hard copy that learn() triggers once per epoch
@@ -509,6 +514,14 @@ def plot_success(run_dir: Path, out: Path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def estimate_bytes(cfg: DialogueDQNConfig, state_dim: int, n_actions: int) -> int:
+    """Memory of the replay (two float32 states and four scalars a transition) and of the
+    network's float32 weights, held six times: online, target, best, gradients, Adam moments."""
+    widths = (state_dim, *cfg.hidden_sizes, n_actions)
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    return cfg.buffer_size * (8 * state_dim + 20) + 6 * 4 * params
 
 
 def _prefixed(result: dict, prefix: str) -> dict:

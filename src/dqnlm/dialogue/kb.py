@@ -19,6 +19,7 @@ import numpy as np
 from dqnlm.dialogue.acts import DONT_CARE
 from dqnlm.dialogue.schema import Domain
 from dqnlm.errors import ConfigError
+from dqnlm.resources import check_fits
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,23 @@ class World:
         return self.train if split == "train" else self.test
 
 
+def estimate_bytes(domain: Domain) -> int:
+    """Rough memory of the KB, the goals and a state tracker's per-value match masks."""
+    spec = domain.generation
+    mask_values = sum(len(domain.slot(s).values) for s in domain.informable if s in domain.kb_slots)
+    per_record = 64 * len(domain.kb_slots) + mask_values  # dict entries, one mask byte per value
+    per_goal = 64 * (len(domain.informable) + len(domain.requestable))
+    return spec.kb_size * per_record + spec.num_goals * per_goal
+
+
 def build_world(domain: Domain) -> World:
     """The knowledge base and the train/test goals, all from ``domain.generation.seed``."""
+    spec = domain.generation
+    check_fits(
+        estimate_bytes(domain),
+        f"domain {domain.name} ({domain.source}) with kb_size={spec.kb_size:,}, "
+        f"num_goals={spec.num_goals:,}",
+    )
     rng = random.Random(domain.generation.seed)
     kb = KnowledgeBase(domain, _records(domain, rng))
     goals = _goals(domain, kb, rng)

@@ -10,8 +10,10 @@ the bundled movie-ticket domain, ``load_domain("restaurant")`` the table-booking
 
 from __future__ import annotations
 
+import collections
 import difflib
 import json
+import stat
 import string
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +25,16 @@ from dqnlm.errors import ConfigError
 
 CORE_ACTS = ("request", "inform", "thanks", "deny", "closing")
 """Acts the user simulator speaks; every domain must list them."""
+MAX_KB_SIZE = 100_000
+"""Records at most: the state sees match counts on a log scale, so a larger synthesised KB
+adds only memory and build time (about 0.1 ms and 1 KiB per record)."""
+MAX_GOALS = 100_000
+"""User goals at most: more cost build time, and a full test evaluation plays every one."""
+MAX_FILE_BYTES = 16 * 2**20
+"""Schema files larger than this are refused unread (the bundled ones are about 10 KiB)."""
+MAX_YAML_NODES = 1_000_000
+"""Values a YAML file may expand to through its aliases (a "billion laughs" file expands
+nine nodes into 9**9 and more; validation and error messages walk the expanded data)."""
 
 
 @dataclass(frozen=True)
@@ -173,19 +185,30 @@ class _Object(dict):
 
 def _read(path: Path) -> Any:
     try:
+        info = path.stat()
+        # a FIFO or /dev/zero would block or never end; a huge file is no schema
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"domain file {path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"domain file {path} holds {info.st_size:,} bytes; a schema file may hold at "
+                f"most {MAX_FILE_BYTES:,}"
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read domain file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"domain file {path} is not UTF-8 text") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        return _read_yaml(path, text)
     try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return _read_yaml(path, text)
         return json.loads(text, object_pairs_hook=_Object)
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"domain file {path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"domain file {path} nests lists or objects too deeply") from None
 
 
 def _read_yaml(path: Path, text: str) -> Any:
@@ -207,12 +230,55 @@ def _read_yaml(path: Path, text: str) -> Any:
         )
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    loader = Loader(text)  # a SafeLoader subclass: no arbitrary objects
     try:
-        return yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no arbitrary objects
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(path, node)
+        return loader.construct_document(node)
     except yaml.YAMLError as e:
         raise ConfigError(
             f"domain file {path} is not valid YAML: {' '.join(str(e).split())}"
         ) from None
+    finally:
+        loader.dispose()
+
+
+def _check_aliases(path: Path, root) -> None:
+    """Refuse a YAML node graph that refers to itself or expands past MAX_YAML_NODES.
+
+    An iterative depth-first walk: ``size`` memoises each node's expanded size, and a
+    node met again while its own subtree is open is a self-reference."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        children = _yaml_children(node)
+        if closing:
+            open_nodes.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            if size[id(node)] > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"domain file {path}: its YAML aliases expand it past "
+                    f"{MAX_YAML_NODES:,} values (line {node.start_mark.line + 1})"
+                )
+        elif id(node) in open_nodes:
+            raise ConfigError(
+                f"domain file {path}: a YAML alias refers to a node that contains it "
+                f"(line {node.start_mark.line + 1})"
+            )
+        elif id(node) not in size:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+
+
+def _yaml_children(node) -> list:
+    if isinstance(node.value, str):  # a scalar
+        return []
+    return [n for item in node.value for n in (item if isinstance(item, tuple) else (item,))]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -310,8 +376,9 @@ class _Checker:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             self.add(field, f"must be a list of non-empty strings, got {_show(value)}")
             return ()
-        for v in sorted({v for v in value if value.count(v) > 1}):
-            self.add(field, f"lists {v!r} twice")
+        counts = collections.Counter(value)  # list.count per value is quadratic
+        for v in sorted(v for v, n in counts.items() if n > 1):
+            self.add(field, f"lists {_brief(v)} twice")
         return tuple(dict.fromkeys(value))
 
     def names(self, values, known, field: str, what: str) -> None:
@@ -325,6 +392,11 @@ class _Checker:
 def _show(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool)) else "null"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _brief(text: str) -> str:
+    """A user's text quoted for an error line, cut short (templates can be long)."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def parse_domain(data: Any, source: str = "<domain>") -> Domain:
@@ -454,10 +526,10 @@ def _parse_generation(check: _Checker, raw: Any, slots: list[Slot]) -> Generatio
     informable = [s.name for s in slots if s.informable]
     requestable = [s.name for s in slots if s.requestable and s.in_kb]
     values = {}
-    for key in ("seed", "kb_size", "num_goals"):
+    for key, most in (("seed", None), ("kb_size", MAX_KB_SIZE), ("num_goals", MAX_GOALS)):
         values[key] = check.scalar(spec, key, f"generation.{key}", int)
-        if key != "seed" and values[key] is not None and values[key] < 1:
-            check.add(f"generation.{key}", f"must be >= 1, got {values[key]}")
+        if most is not None and values[key] is not None and not 1 <= values[key] <= most:
+            check.add(f"generation.{key}", f"must be in [1, {most:,}], got {values[key]:,}")
     fraction = check.scalar(spec, "test_fraction", "generation.test_fraction", float)
     if fraction is not None and not 0.0 < fraction < 1.0:
         check.add("generation.test_fraction", f"must be in (0, 1), got {fraction}")
@@ -526,10 +598,19 @@ def _check_texts(check: _Checker, part: dict, key: str, field: str, fields: set[
     texts = check.strings(part, key, field)
     for text in texts:
         try:
-            found = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+            parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)]
         except ValueError as e:
-            check.add(field, f"template {text!r} is malformed: {e}")
+            check.add(field, f"template {_brief(text)} is malformed: {e}")
+            continue
+        found = [f for f, _, _ in parsed if f is not None]
+        if any(spec or conv for _, spec, conv in parsed):
+            # a width such as {value:>200000000} would print a 200 MB line
+            check.add(
+                field,
+                f"template {_brief(text)} may only use bare placeholders such as {{value}}: "
+                "no format spec (:...) or conversion (!r)",
+            )
             continue
         if sorted(found) != sorted(fields):
             want = " and ".join(f"{{{f}}}" for f in sorted(fields)) or "no placeholder"
-            check.add(field, f"template {text!r} must contain {want} exactly once")
+            check.add(field, f"template {_brief(text)} must contain {want} exactly once")
