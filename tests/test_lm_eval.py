@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -281,3 +282,115 @@ def test_cli_generate_prints_one_line_per_completion(untrained_run, capsys):
     again = capsys.readouterr().out
     assert main([*args, "--seed", "5"]) == 0
     assert capsys.readouterr().out == again  # a seed fixes the samples
+
+
+# ------------------------------------------------------------------------------- sampling
+def sampled(model_dir, seed: int = 0, **settings):
+    """32 texts sampled from the model in ``model_dir`` with ``seed``, and its logits."""
+    from dqnlm.lm.generation import forward_logits, sample
+    from dqnlm.lm.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(str(model_dir)), load_tokenizer(str(model_dir))
+    torch.manual_seed(seed)
+    batch = sample(model, tokenizer, PROMPTS * 11, 4, 8, **settings)
+    return batch, forward_logits(model, batch.tokens, batch.attention)
+
+
+def taken_logprobs(logits: torch.Tensor, batch) -> torch.Tensor:
+    """log softmax(logits) of each generated token, flattened."""
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.tokens[:, 1:, None])
+    return logp.squeeze(-1)[batch.actions[:, 1:].bool()]
+
+
+def test_sampling_ignores_the_generation_config_a_model_ships(files, tmp_path):
+    """A model whose generation_config sets repetition_penalty = 3 still samples exactly
+    from softmax(logits / T): same texts as without it, log-probs of the raw logits."""
+    from lm_helpers import tiny_lm
+
+    model, tokenizer = tiny_lm()
+    model.generation_config.repetition_penalty = 3.0
+    model.generation_config.no_repeat_ngram_size = 1
+    model.save_pretrained(tmp_path / "penalised")
+    tokenizer.save_pretrained(tmp_path / "penalised")
+    plain, _ = sampled(files[0])
+    batch, logits = sampled(tmp_path / "penalised")
+    assert torch.equal(batch.tokens, plain.tokens)
+    recorded = batch.logprobs[:, 1:][batch.actions[:, 1:].bool()]
+    assert torch.allclose(recorded, taken_logprobs(logits, batch), atol=1e-5)
+
+
+def test_log_probs_and_kl_come_from_the_truncated_distribution(files, untrained_run):
+    """With top_k = 2 the policy samples from the renormalised top two tokens, so even an
+    untrained policy (logits == reference logits) has a positive KL to its reference."""
+    batch, logits = sampled(files[0], top_k=2)
+    top2 = logits[:, :-1] - logits[:, :-1].topk(2, -1).values.logsumexp(-1, keepdim=True)
+    mask = batch.actions[:, 1:].bool()
+    expected = top2.gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)[mask]
+    recorded = batch.logprobs[:, 1:][mask]
+    assert torch.allclose(recorded, expected, atol=1e-5)
+    assert (recorded > taken_logprobs(logits, batch) + 1e-3).all()  # renormalised, not raw
+
+    trainer = LMTrainer.load(untrained_run, trust_code=True)
+    truncated = dataclasses.replace(trainer.config, top_k=2)
+    trainer.config = truncated
+    result = evaluate(trainer, PROMPTS * 4, 12)
+    assert result["kl"] > 0.1  # log q - log pi_ref summed over about 8 tokens
+
+
+def test_sampling_logprobs_block_eos_and_keep_the_nucleus():
+    from dqnlm.lm.generation import sampling_logprobs
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    logp = sampling_logprobs(logits, step=0, eos=0, min_new_tokens=1)
+    assert logp[0, 0] == -math.inf and torch.allclose(logp[0, 1:].exp().sum(), torch.tensor(1.0))
+    nucleus = sampling_logprobs(logits, step=0, eos=0, top_p=0.7).exp()
+    assert torch.allclose(nucleus, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    cold = sampling_logprobs(logits, step=5, eos=0, min_new_tokens=1, temperature=0.5).exp()
+    assert torch.allclose(cold, torch.softmax(logits / 0.5, -1))
+
+
+# ------------------------------------------------------------------------------ RNG state
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """A fake CUDA with two devices whose RNG states are distinct byte tensors."""
+    states = {
+        0: torch.tensor([1, 2], dtype=torch.uint8),
+        1: torch.tensor([3, 4], dtype=torch.uint8),
+    }
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[device].clone())
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda state, device: states.update({device: state})
+    )
+    return states
+
+
+def test_rng_tensors_carry_every_cuda_device_and_restore_them(two_gpus):
+    from dqnlm.core.rng import restore_rng, rng_tensors
+
+    saved = rng_tensors()
+    assert set(saved) == {"rng.torch", "rng.cuda.0", "rng.cuda.1"}
+    cpu = torch.get_rng_state()
+    torch.rand(3)
+    two_gpus[0], two_gpus[1] = torch.tensor([9], dtype=torch.uint8), None
+    restore_rng(saved)
+    assert torch.equal(torch.get_rng_state(), cpu)
+    assert two_gpus[0].tolist() == [1, 2] and two_gpus[1].tolist() == [3, 4]
+
+
+def test_evaluation_forks_the_cuda_generators_too(two_gpus, monkeypatch):
+    from dqnlm.core.rng import fork_rng
+
+    forked = []
+    monkeypatch.setattr(torch.random, "fork_rng", lambda devices: forked.append(devices))
+    fork_rng()
+    assert forked == [[0, 1]]
+
+
+def test_lm_checkpoints_carry_the_cuda_rng_state(files, tmp_path, two_gpus):
+    trainer = LMTrainer(config(files), tmp_path / "run", progress=False)
+    trainer.save_checkpoint()
+    two_gpus[1] = torch.tensor([0], dtype=torch.uint8)
+    LMTrainer.load(tmp_path / "run", trust_code=True)
+    assert two_gpus[1].tolist() == [3, 4]

@@ -172,3 +172,31 @@ def test_unknown_name_lists_the_valid_ones():
         parse_reward("vadr")
     assert all(name in str(error.value) for name in REWARD_NAMES)
     assert "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------------ reward shaping
+@pytest.mark.parametrize("gamma", [1.0, 0.9, 0.5])
+def test_shaping_is_potential_based_for_any_gamma(tmp_path, gamma):
+    """sum_t gamma^t r_t over a text's tokens is gamma^(T-1) R(text) - R(""): the unshaped
+    discounted return minus a constant, so shaping leaves the optimal policy alone."""
+    import torch
+    from lm_helpers import save_tiny_lm, toy_config, write_prompts
+
+    from dqnlm.lm.generation import decode_completions
+    from dqnlm.lm.trainer import LMTrainer
+
+    model = save_tiny_lm(tmp_path / "model")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", ["a b", "c d e", "f"])
+    config = toy_config(model, prompts, shaping=True, gamma=gamma, reward="length:3")
+    trainer = LMTrainer(config, None, progress=False)
+    batch, rewards, scores, _ = trainer._collect()
+    texts = decode_completions(trainer.tokenizer, batch)
+    assert torch.allclose(scores, trainer.score(texts))
+    empty = trainer.score([""])[0]
+    for row in range(len(texts)):
+        steps = batch.actions[row].nonzero().squeeze(1)  # positions of the generated tokens
+        discounts = gamma ** torch.arange(len(steps), dtype=torch.float32)
+        shaped = (discounts * rewards[row, steps]).sum()
+        expected = gamma ** (len(steps) - 1) * scores[row] - empty
+        assert shaped == pytest.approx(float(expected), abs=1e-5), texts[row]
+    assert (rewards[batch.actions == 0] == 0).all()
