@@ -77,7 +77,7 @@ def one_error(capsys, argv: list[str]) -> str:
 def use_args(command: str, run, tmp_path) -> list[str]:
     """`dqnlm lm eval|generate|explain|train --resume` on ``run``."""
     return {
-        "eval": ["lm", "eval", str(run), "--n", "2"],
+        "eval": ["lm", "eval", str(run), "--n", "2", "--prompts", "general"],
         "generate": ["lm", "generate", str(run), "--prompt", "a b", "--n", "2"],
         "explain": [
             "lm",
@@ -140,6 +140,26 @@ def test_paths_outside_the_run_need_trust_code(outside_run, files, capsys, tmp_p
     assert not (tmp_path / "x.html").exists()
     if command != "resume":  # (resuming would change the shared run)
         assert main([*use_args(command, outside_run, tmp_path), "--trust-code"]) == 0
+
+
+def test_a_config_file_may_not_import_a_reward_module_without_trust_code(
+    files, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "evilmod2.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toml = tmp_path / "handed.toml"
+    toml.write_text('reward = "evilmod2:score"\n')
+    run = tmp_path / "run"
+    argv = [a for a in train_args(files, run, "--config", str(toml)) if a != "keyword:x"]
+    argv.remove("--reward")
+    line = one_error(capsys, argv)
+    assert f"{toml} sets reward = 'evilmod2:score'" in line and "--trust-code" in line
+    assert not (tmp_path / "imported.txt").exists() and not run.exists()
+    try:
+        assert main([*argv, "--trust-code"]) == 0
+        assert (tmp_path / "imported.txt").exists()
+    finally:
+        sys.modules.pop("evilmod2", None)
 
 
 def test_a_module_reward_on_the_command_line_is_the_users_own_choice(files, tmp_path, capsys):

@@ -162,7 +162,12 @@ def _resolve_config(args):
             )
         config = replace(config, config_mod.PRESETS[args.preset], source=f"preset {args.preset}")
     if args.config:
-        config = replace(config, load_toml(args.config), source=str(args.config))
+        from_file = load_toml(args.config)
+        overridden = args.reward is not None or any(o.startswith("reward=") for o in args.overrides)
+        if isinstance(from_file.get("reward"), str) and not overridden:
+            rewards = _lm_import("rewards")
+            rewards.check_reward_module(from_file["reward"], str(args.config), args.trust_code)
+        config = replace(config, from_file, source=str(args.config))
     flags = {"model": args.model, "reward": args.reward}
     config = replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
     config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")

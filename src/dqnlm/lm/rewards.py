@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dqnlm.errors import DQNLMError
+from dqnlm.trust import UntrustedInput, is_own_module
 
 Reward = Callable[[list[str]], list[float]]
 
@@ -73,6 +74,17 @@ def reward_module(spec: str) -> str | None:
     if not colon or name in _USAGE and name != "python":
         return None
     return spec.strip().removeprefix("python:").partition(":")[0]
+
+
+def check_reward_module(spec: str, source: str, trust_code: bool) -> None:
+    """Refuse a reward read from ``source`` (a file) that would import a module outside
+    dqnlm, unless the user passed ``--trust-code``."""
+    module = reward_module(spec)
+    if module is not None and not trust_code and not is_own_module(module):
+        raise UntrustedInput(
+            f"{source} sets reward = {spec!r}, which would import module {module!r}; "
+            "refused: pass --trust-code if you trust this file"
+        )
 
 
 def reward_path(spec: str) -> str | None:

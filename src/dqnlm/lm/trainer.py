@@ -63,10 +63,10 @@ from dqnlm.lm.models import (
 )
 from dqnlm.lm.pretrain import replace_dir
 from dqnlm.lm.qlearning import anchored_q, update_loss  # noqa: F401 (anchored_q: re-exported)
-from dqnlm.lm.rewards import parse_reward, reward_module, reward_path
+from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
 from dqnlm.metrics import MetricsLogger, save_figure
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
-from dqnlm.trust import UntrustedInput, check_inside, is_own_module
+from dqnlm.trust import check_inside
 
 CHECKPOINTS = "checkpoints"
 COLUMNS = (
@@ -154,12 +154,7 @@ def check_run_config(config: LMConfig, run_dir: Path, source: str, trust_code: b
     embedded model and hub names excepted), unless the user passed ``--trust-code``."""
     if trust_code:
         return
-    module = reward_module(config.reward)
-    if module is not None and not is_own_module(module):
-        raise UntrustedInput(
-            f"{source} sets reward = {config.reward!r}, which would import module {module!r}; "
-            "refused: pass --trust-code if you trust this file"
-        )
+    check_reward_module(config.reward, source, trust_code)
     paths = {
         "model": _local_model(config.model),
         "reward": reward_path(config.reward),
