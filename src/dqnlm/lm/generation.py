@@ -142,13 +142,16 @@ def sample(
     logprobs = torch.zeros(rows, new_tokens, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     attention, step_input, cache = prompt_attention, prompt, {}
-    cache_name = _cache_argument(model)
+    forward = _forward_arguments(model)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}  # last position only
+    cache_name = "cache" if "cache" in forward else "past_key_values"
     for step in range(new_tokens):
         out = model(
             input_ids=step_input,
             attention_mask=attention,
             position_ids=positions(attention)[:, -step_input.shape[1] :],
             use_cache=True,
+            **extra,
             **cache,
         )
         cache = {cache_name: out.cache if "cache" in out else out.past_key_values}
@@ -171,10 +174,11 @@ def sample(
     return assemble(prompt, prompt_attention, completion, eos, truncated, logprobs)
 
 
-def _cache_argument(model) -> str:
-    """The KV-cache argument's name: newer transformers call ``past_key_values`` ``cache``."""
+def _forward_arguments(model) -> set[str]:
+    """What the model's forward takes (newer transformers call ``past_key_values`` ``cache``
+    and can skip the logits of all but the last ``logits_to_keep`` positions)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return set(inspect.signature(base.forward).parameters)
 
 
 def decode_completions(tokenizer, batch: TokenBatch) -> list[str]:
