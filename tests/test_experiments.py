@@ -294,6 +294,9 @@ def test_a_sweep_refuses_changes_to_runs_it_holds(tmp_path, capsys, env, variant
     out.mkdir()
     old = load_sweep(write(tmp_path / "old.toml", "seeds = 1\n" + VALID_TAIL))
     (out / SPEC).write_text(json.dumps(old))
+    started = runs_of(old)[0].directory(out)
+    started.mkdir(parents=True)
+    (started / "config.toml").write_text("")  # a run under way (killed, say)
     config = write(tmp_path / "new.toml", "seeds = 1\n" + env + variants)
     code = main(["sweep", "--config", str(config), "--out", str(out), "--no-progress"])
     line = one_error_line(capsys.readouterr().err)
@@ -429,13 +432,16 @@ def test_sweep_refuses_a_directory_holding_another_sweep(tmp_path, capsys):
     out.mkdir()
     other = load_sweep(write(tmp_path / "a.toml", "seeds = 2\n" + VALID_TAIL))
     (out / SPEC).write_text(json.dumps(other))
+    started = runs_of(other)[1].directory(out)
+    started.mkdir(parents=True)
+    (started / "metrics.csv").write_text(HEADER + "\n")
+    before = snapshot(out)
     config = write(tmp_path / "b.toml", "seeds = 3\n" + VALID_TAIL + "gamma = 0.9\n")
     code = main(["sweep", "--config", str(config), "--out", str(out), "--no-progress"])
     line = one_error_line(capsys.readouterr().err)
     assert code == 1
     assert "different sweep" in line and str(out) in line
-    assert json.loads((out / SPEC).read_text()) == other
-    assert not (out / "runs").exists()
+    assert snapshot(out) == before
 
 
 def test_sweep_workers_must_be_positive(tmp_path, capsys):

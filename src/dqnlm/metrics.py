@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from dqnlm.core.checkpoint import atomic_write_text
+from dqnlm.errors import DQNLMError
 
 
 class MetricsLogger:
@@ -24,7 +26,12 @@ class MetricsLogger:
         self.path = Path(run_dir) / "metrics.csv"
         if resume_step is not None and self.path.exists():
             # drop rows logged after the checkpoint we resume from: they will be logged again
-            rows = [r for r in read_metrics(self.path) if int(float(r["step"])) <= resume_step]
+            steps = numeric_rows(self.path, ["step"])
+            rows = [
+                row
+                for row, s in zip(read_metrics(self.path), steps)
+                if s["step"] is not None and s["step"] <= resume_step
+            ]
             lines = [",".join(self.columns)] + [
                 ",".join(r.get(c, "") for c in self.columns) for r in rows
             ]
@@ -60,8 +67,44 @@ def _fmt(value: float | None) -> str:
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv`` as strings; an unreadable file is one DQNLMError."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError as e:
+        raise DQNLMError(f"cannot read {path}: {e.strerror}") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DQNLMError(f"{path} is not a valid CSV file: {e}") from None
+
+
+def numeric_rows(path: Path, columns: Sequence[str]) -> list[dict[str, float | None]]:
+    """``columns`` of every row of a ``metrics.csv`` as finite floats (None where empty);
+    a missing column or a value that is not a finite number is one DQNLMError naming it."""
+    rows = read_metrics(path)
+    header = rows[0].keys() if rows else _header(path)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DQNLMError(f"{path} has no column {missing[0]!r}; is it a dqnlm metrics file?")
+    return [
+        {c: _number(row[c], path, line, c) for c in columns} for line, row in enumerate(rows, 2)
+    ]
+
+
+def _header(path: Path) -> list[str]:
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return next(csv.reader(f), [])
+
+
+def _number(text: str | None, path: Path, line: int, column: str) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DQNLMError(f"{path}, line {line}: {column} = {text!r} is not a finite number")
+    return value
 
 
 def save_figure(fig, out: Path) -> Path:
@@ -69,6 +112,9 @@ def save_figure(fig, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     out = Path(out)
+    if not out.parent.is_dir():
+        plt.close(fig)
+        raise DQNLMError(f"cannot write figure {out}: folder {out.parent} does not exist")
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

@@ -94,11 +94,13 @@ def _lock(run_dir: Path) -> int:
 
 
 @contextlib.contextmanager
-def claim_run_dir(run_dir: Path, must_exist: bool = False) -> Iterator[Path]:
+def claim_run_dir(
+    run_dir: Path, must_exist: bool = False, keep_on_failure: bool = False
+) -> Iterator[Path]:
     """Hold ``run_dir`` for writing (creating it) for the ``with`` block.
 
-    A directory this call created is removed again if the block fails before the run's
-    first checkpoint, so a failed start leaves nothing half-written behind.
+    Unless ``keep_on_failure``, a directory this call created is removed again if the
+    block fails before the run's first checkpoint: a failed start leaves nothing behind.
     """
     run_dir = Path(run_dir)
     if must_exist and not run_dir.is_dir():
@@ -113,7 +115,7 @@ def claim_run_dir(run_dir: Path, must_exist: bool = False) -> Iterator[Path]:
     try:
         yield run_dir
     except BaseException:
-        if created and not has_checkpoint(run_dir):
+        if created and not keep_on_failure and not has_checkpoint(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
@@ -122,9 +124,12 @@ def claim_run_dir(run_dir: Path, must_exist: bool = False) -> Iterator[Path]:
         os.close(fd)
 
 
-def clear_run(run_dir: Path) -> None:
-    """Remove a run's outputs from ``run_dir``; files dqnlm did not write stay."""
-    for entry in (Path(run_dir) / name for name in OUTPUTS):
+def clear_run(run_dir: Path, everything: bool = False) -> None:
+    """Remove a run's outputs from ``run_dir`` (files dqnlm did not write stay), or with
+    ``everything`` all but the lock (a directory dqnlm owns, such as a sweep's run)."""
+    run_dir = Path(run_dir)
+    names = [p.name for p in run_dir.iterdir()] if everything else OUTPUTS
+    for entry in (run_dir / name for name in names if name != LOCK):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         elif entry.exists() or entry.is_symlink():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dqnlm.metrics import read_metrics, save_figure
+from dqnlm.metrics import numeric_rows, save_figure
 
 COLUMNS = (
     "step",
@@ -20,8 +20,10 @@ COLUMNS = (
 )
 
 
-def _series(rows: list[dict[str, str]], column: str) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [(float(r["step"]), float(r[column])) for r in rows if r.get(column)]
+def _series(rows: list[dict[str, float | None]], column: str) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [
+        (r["step"], r[column]) for r in rows if r[column] is not None and r["step"] is not None
+    ]
     return (
         (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
         if pairs
@@ -36,9 +38,10 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    columns = ("step", "episode_return", "eval_return")
+    runs = [numeric_rows(Path(run_dir) / "metrics.csv", columns) for run_dir in run_dirs]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for i, run_dir in enumerate(run_dirs):
-        rows = read_metrics(Path(run_dir) / "metrics.csv")
+    for i, (run_dir, rows) in enumerate(zip(run_dirs, runs)):
         color = f"C{i % 10}"
         name = Path(run_dir).name
         steps, returns = _series(rows, "episode_return")

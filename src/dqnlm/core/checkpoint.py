@@ -22,6 +22,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -89,8 +90,20 @@ def record_digest(record: dict[str, Any]) -> str:
     return _sha256(_canonical({k: v for k, v in record.items() if k != "sha256"}))
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"it holds the non-finite number {name}")
+def loads_finite(text: str | bytes) -> Any:
+    """``json.loads`` that refuses NaN, Infinity and numbers too large for a float."""
+    return json.loads(text, parse_constant=_refuse_non_finite, parse_float=_finite_float)
+
+
+def _refuse_non_finite(text: str) -> None:
+    raise ValueError(f"it holds the non-finite number {text}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _refuse_non_finite(text)
+    return value
 
 
 def save_checkpoint(
@@ -219,7 +232,7 @@ def load_checkpoint(directory: Path, with_arrays: bool = True) -> Checkpoint:
 def _load_record(json_path: Path) -> dict[str, Any]:
     """The checkpoint record at ``json_path``, its shape and its own SHA-256 checked."""
     try:
-        record = json.loads(_read(json_path), parse_constant=_refuse_constant)
+        record = loads_finite(_read(json_path))
     except ValueError as e:
         raise CheckpointError(f"{json_path} is not valid checkpoint JSON: {e}") from None
     if not isinstance(record, dict):

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dqnlm.core.checkpoint import atomic_write_text
+from dqnlm.core.checkpoint import atomic_write_text, loads_finite
 from dqnlm.errors import DQNLMError
 from dqnlm.experiments import stats
-from dqnlm.experiments.sweep import SPEC, Run, is_finished, runs_of
-from dqnlm.metrics import read_metrics, save_figure
+from dqnlm.experiments.sweep import SPEC, Run, is_finished, read_spec, runs_of
+from dqnlm.metrics import numeric_rows, save_figure
 
 REPS = 2000  # bootstrap resamples
 
@@ -46,12 +46,33 @@ class Cell:
 
 
 def _read_run(run_dir: Path) -> tuple[list[float], list[float], float, float, list[float]]:
-    rows = [r for r in read_metrics(run_dir / "metrics.csv") if r.get("eval_return")]
-    final = json.loads((run_dir / "eval.json").read_text())
-    steps = [float(r["step"]) for r in rows]
-    returns = [float(r["eval_return"]) for r in rows]
-    q_over = [float(r.get("q_overestimation") or "nan") for r in rows]
-    return steps, returns, float(final["mean_return"]), float(final["q_overestimation"]), q_over
+    columns = ("step", "eval_return", "q_overestimation")
+    rows = numeric_rows(run_dir / "metrics.csv", columns)
+    rows = [r for r in rows if r["eval_return"] is not None]
+    if any(r["step"] is None for r in rows):
+        raise DQNLMError(f"{run_dir / 'metrics.csv'} has an evaluation row without a step")
+    steps = [r["step"] for r in rows]
+    returns = [r["eval_return"] for r in rows]
+    q_over = [np.nan if r["q_overestimation"] is None else r["q_overestimation"] for r in rows]
+    final = _read_eval(run_dir / "eval.json")
+    return steps, returns, final["mean_return"], final["q_overestimation"], q_over
+
+
+def _read_eval(path: Path) -> dict[str, float]:
+    """The final evaluation's mean return and Q overestimation, as finite numbers."""
+    try:
+        final = loads_finite(path.read_text())
+        values = {key: final[key] for key in ("mean_return", "q_overestimation")}
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+        ):
+            raise ValueError(f"mean_return and q_overestimation must be numbers, got {values}")
+        values = {k: float(v) for k, v in values.items()}  # an int past 1e308 overflows
+    except OSError as e:
+        raise DQNLMError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
+        raise DQNLMError(f"{path} is not a valid evaluation record: {e}") from None
+    return values
 
 
 def collect(out: Path, spec: dict) -> dict[str, dict[str, Cell]]:
@@ -229,7 +250,7 @@ def write_report(out: Path, baseline: str | None = None) -> Path:
     out = Path(out)
     if not (out / SPEC).is_file():
         raise DQNLMError(f"{out} is not a sweep directory (no {SPEC}); run `dqnlm sweep` first")
-    spec = json.loads((out / SPEC).read_text())
+    spec = read_spec(out)
     cells = collect(out, spec)
     if not cells:
         raise DQNLMError(f"{out} has no finished run yet")

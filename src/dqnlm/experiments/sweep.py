@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import re
-import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +34,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dqnlm.config_io import load_toml, replace
-from dqnlm.core.checkpoint import atomic_write_text
-from dqnlm.errors import ConfigError
+from dqnlm.core.checkpoint import atomic_write_text, loads_finite
+from dqnlm.errors import ConfigError, DQNLMError
+from dqnlm.rundir import claim_run_dir, clear_run, has_checkpoint, holds_run
+from dqnlm.seeding import check_seed
 
 SPEC = "sweep.json"
 NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
@@ -43,6 +45,8 @@ NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 ENV_KEYS = ("preset", "env_id", "low", "high", "threshold")
 """Env-table keys that are not config fields: low/high normalise scores (random and
 best return), threshold is the return a run must reach before it can collapse."""
+MAX_RUNS = 10_000
+"""Runs in one sweep: far beyond any study's need, far below what a typo (1e9 seeds) asks."""
 
 
 @dataclass(frozen=True)
@@ -63,15 +67,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     unknown = set(raw) - {"seeds", "base", "envs", "variants"}
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown top-level keys {sorted(unknown)}")
-    seeds = raw.get("seeds", 10)
-    if _is_int(seeds) and seeds > 0:
-        seeds = list(range(seeds))
-    if not (isinstance(seeds, list) and seeds and all(_is_int(s) for s in seeds)):
-        raise ConfigError(
-            f"sweep file {path}: seeds must be a positive count or a list of ints, got {seeds!r}"
-        )
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"sweep file {path}: seeds repeat: {seeds}")
+    seeds = _seeds(raw.get("seeds", 10), path)
     tables = {key: raw.get(key, {}) for key in ("base", "envs", "variants")}
     for key, table in tables.items():
         if not isinstance(table, dict):
@@ -89,6 +85,12 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"sweep file {path}: needs at least one [envs.NAME] and one [variants.NAME]"
         )
+    grid = len(tables["envs"]) * len(tables["variants"]) * len(seeds)
+    if grid > MAX_RUNS:
+        raise ConfigError(
+            f"sweep file {path}: {len(tables['envs'])} envs x {len(tables['variants'])} variants "
+            f"x {len(seeds)} seeds = {grid:,} runs; a sweep holds at most {MAX_RUNS:,}"
+        )
     spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
     for name, env in tables["envs"].items():
         try:
@@ -100,6 +102,26 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seeds(seeds: Any, path: str | Path) -> list[int]:
+    """The seed list of a sweep file's ``seeds`` (a count or a list), each a valid seed."""
+    if _is_int(seeds) and 0 < seeds <= MAX_RUNS:
+        return list(range(seeds))
+    if _is_int(seeds) and seeds > MAX_RUNS:
+        raise ConfigError(
+            f"sweep file {path}: seeds = {seeds:,} runs per cell; a sweep holds at most "
+            f"{MAX_RUNS:,} runs"
+        )
+    if not (isinstance(seeds, list) and seeds):
+        raise ConfigError(
+            f"sweep file {path}: seeds must be a positive count or a list of ints, got {seeds!r}"
+        )
+    for i, seed in enumerate(seeds):
+        check_seed(seed, f"sweep file {path}: seeds[{i}]")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"sweep file {path}: seeds repeat: {seeds}")
+    return seeds
 
 
 def _resolve_env(name: str, env: dict, base: dict, variants: dict) -> dict[str, Any]:
@@ -144,15 +166,20 @@ def _resolve_env(name: str, env: dict, base: dict, variants: dict) -> dict[str, 
     }
 
 
-def _conflict(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """Why ``new`` cannot continue the sweep ``old`` (None when it can): a sweep may grow by
-    envs, variants and seeds, but a run both share must keep its exact config."""
+def _conflict(old: dict[str, Any], new: dict[str, Any], out: Path) -> str | None:
+    """Why ``new`` cannot continue the sweep ``old`` in ``out`` (None when it can): a sweep
+    may grow by envs, variants and seeds, but a run both share must keep its exact config.
+    Cells with no run under way yet (a sweep that failed to start) may change freely."""
+    started = {(r.env, r.variant) for r in runs_of(old) if holds_run(r.directory(out))}
     for env in old["envs"].keys() & new["envs"].keys():
         was, now = old["envs"][env], new["envs"][env]
+        cells = {variant for e, variant in started if e == env}
+        if not cells:
+            continue
         for key in ("env_id", "low", "high", "threshold"):
             if was[key] != now[key]:
                 return f"[envs.{env}] {key} was {was[key]!r}, now {now[key]!r}"
-        for variant in was["configs"].keys() & now["configs"].keys():
+        for variant in was["configs"].keys() & now["configs"].keys() & cells:
             before, after = was["configs"][variant], now["configs"][variant]
             changed = sorted(
                 k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
@@ -160,6 +187,51 @@ def _conflict(old: dict[str, Any], new: dict[str, Any]) -> str | None:
             if changed:
                 return f"{env} x {variant}: {', '.join(changed)} changed"
     return None
+
+
+def read_spec(out: Path, trust_code: bool = False) -> dict[str, Any]:
+    """``out/sweep.json``, checked as if a stranger wrote it: a malformed or edited file is
+    one error naming it, and an ``env_id`` that would import a module is refused."""
+    from dqnlm.trust import check_module_reference
+
+    path = out / SPEC
+    try:
+        spec = loads_finite(path.read_text())
+        if not isinstance(spec, dict) or not {"seeds", "envs", "variants"} <= spec.keys():
+            raise ValueError("it needs an object with seeds, envs and variants")
+        _seeds(spec["seeds"], path)
+        for key in ("envs", "variants"):
+            if not isinstance(spec[key], dict) or not spec[key]:
+                raise ValueError(f"{key} must be a non-empty object")
+            bad = [name for name in spec[key] if not NAME.fullmatch(name)]
+            if bad:
+                raise ValueError(f"{key} has names that are not plain folder names: {bad}")
+        for name, info in spec["envs"].items():
+            _check_env_entry(name, info, spec["variants"])
+            check_module_reference(info["env_id"], f"[envs.{name}] env_id", str(path), trust_code)
+    except OSError as e:
+        raise DQNLMError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, TypeError, OverflowError, ConfigError) as e:
+        raise DQNLMError(f"{path} is not a valid sweep record: {e}") from None
+    return spec
+
+
+def _check_env_entry(name: str, info: Any, variants: dict) -> None:
+    if not isinstance(info, dict) or not isinstance(info.get("env_id"), str):
+        raise ValueError(f"envs.{name} needs an env_id string")
+    for key in ("low", "high", "threshold"):
+        value = info.get(key)
+        if value is not None and not (_is_number(value) and math.isfinite(value)):
+            raise ValueError(f"envs.{name}.{key} must be a finite number or null, got {value!r}")
+    configs = info.get("configs")
+    if not isinstance(configs, dict) or set(configs) != set(variants):
+        raise ValueError(f"envs.{name}.configs must hold one config per variant")
+    if not all(isinstance(c, dict) for c in configs.values()):
+        raise ValueError(f"envs.{name}.configs must hold objects")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def runs_of(spec: dict[str, Any]) -> list[Run]:
@@ -175,37 +247,61 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "eval.json").is_file()
 
 
+def _config(values: dict[str, Any], source: str):
+    from dqnlm.config_io import replace as replace_fields
+    from dqnlm.control import DQNConfig
+
+    return replace_fields(DQNConfig(), values, source=source)
+
+
 def execute(run: Run, run_dir: Path) -> dict:
     """Train one run to the end (in a worker process), resuming a killed one."""
     import torch
 
-    from dqnlm.config_io import replace as replace_fields
-    from dqnlm.control import DQN, DQNConfig
+    from dqnlm.control import DQN
 
     torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
-    if (run_dir / "checkpoints" / "latest.json").is_file():
-        agent = DQN.load(run_dir)
-    else:
-        if run_dir.exists():  # started but killed before its first checkpoint
-            shutil.rmtree(run_dir)
-        config = replace_fields(DQNConfig(), run.config, source=str(run_dir))
-        agent = DQN(config, run_dir)
-    result = agent.learn(progress=False, tensorboard=False)
+    with claim_run_dir(run_dir):
+        if has_checkpoint(run_dir):
+            agent = DQN.load(run_dir)
+        else:
+            clear_run(run_dir, everything=True)  # killed before its first checkpoint
+            agent = DQN(_config(run.config, str(run_dir)), run_dir)
+        result = agent.learn(progress=False, tensorboard=False)
     return {"run": str(run_dir), "mean_return": result["mean_return"]}
+
+
+def check_runnable(spec: dict[str, Any]) -> None:
+    """Make each environment once and rebuild each config, so that a sweep that cannot run
+    fails before it writes anything."""
+    from dqnlm.control.envs import env_spaces
+
+    for env, info in spec["envs"].items():
+        try:
+            env_spaces(info["env_id"])
+            for variant, values in info["configs"].items():
+                _config(values, f"[variants.{variant}]").validate()
+        except DQNLMError as e:
+            raise ConfigError(f"[envs.{env}]: {e}") from None
 
 
 def sweep(spec: dict[str, Any], out: Path, workers: int = 2, progress: bool = True) -> list[Path]:
     """Run every unfinished run of ``spec`` under ``out``; returns all run directories."""
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / SPEC
-    if saved.is_file():
-        conflict = _conflict(json.loads(saved.read_text()), spec)
-        if conflict:
-            raise ConfigError(
-                f"{out} holds a different sweep ({saved}: {conflict}); use another --out, "
-                "or a sweep file that only adds envs, variants or seeds"
-            )
-    atomic_write_text(saved, json.dumps(spec, indent=1))
+    check_runnable(spec)
+    with claim_run_dir(out, keep_on_failure=True):
+        saved = out / SPEC
+        if saved.is_file():
+            conflict = _conflict(read_spec(out), spec, out)
+            if conflict:
+                raise ConfigError(
+                    f"{out} holds a different sweep ({saved}: {conflict}); use another --out, "
+                    "or a sweep file that only adds envs, variants or seeds"
+                )
+        atomic_write_text(saved, json.dumps(spec, indent=1))
+        return _run_all(spec, out, workers, progress)
+
+
+def _run_all(spec: dict[str, Any], out: Path, workers: int, progress: bool) -> list[Path]:
     runs = runs_of(spec)
     todo = [r for r in runs if not is_finished(r.directory(out))]
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", disable=not progress)
