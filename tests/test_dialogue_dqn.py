@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import time
 
 import numpy as np
@@ -448,6 +449,71 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "full")
     assert len(metric_rows(tmp_path / "full")) == 5
     assert final_test(result) == final_test(expected)
+
+
+def interrupt_at(agent: DialogueDQN, monkeypatch, dialogues: int, signum=signal.SIGINT, times=1):
+    """Deliver ``signum`` (``times`` times) while dialogue number ``dialogues`` is played."""
+    real_play = agent._play
+
+    def play(*args, **kwargs):
+        if agent.dialogues == dialogues:
+            for _ in range(times):
+                signal.raise_signal(signum)
+        return real_play(*args, **kwargs)
+
+    monkeypatch.setattr(agent, "_play", play)
+
+
+@pytest.mark.parametrize(
+    ("at", "saved"),
+    [(35, 40), (5, 6)],  # mid epoch 2: saved at its end; in the warm start: after that dialogue
+    ids=["epoch", "warm-start"],
+)
+def test_ctrl_c_checkpoints_at_a_consistent_point_and_resumes_exactly(
+    tmp_path, monkeypatch, at, saved
+):
+    cfg = tiny(epochs=4, checkpoint_interval=100)
+    full = DialogueDQN(cfg, tmp_path / "full")
+    expected = full.learn(progress=False, tensorboard=False)
+
+    cut = DialogueDQN(cfg, tmp_path / "cut")
+    interrupt_at(cut, monkeypatch, at)
+    with pytest.raises(KeyboardInterrupt):
+        cut.learn(progress=False, tensorboard=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = DialogueDQN.resume(tmp_path / "cut")
+    assert resumed.dialogues == saved
+    result = resumed.learn(progress=False, tensorboard=False)
+    assert same_weights(weights(resumed.q_net), weights(full.q_net))
+    assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "full")
+    assert final_test(result) == final_test(expected)
+
+
+def test_sigterm_is_handed_on_after_the_checkpoint(tmp_path, monkeypatch):
+    class Terminated(KeyboardInterrupt):
+        pass
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        agent = DialogueDQN(tiny(epochs=3, checkpoint_interval=100), tmp_path / "run")
+        interrupt_at(agent, monkeypatch, 35, signal.SIGTERM)
+        with pytest.raises(Terminated):
+            agent.learn(progress=False, tensorboard=False)
+        assert signal.getsignal(signal.SIGTERM) is terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert DialogueDQN.resume(tmp_path / "run").epoch == 2
+
+
+def test_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch):
+    agent = DialogueDQN(tiny(epochs=3, checkpoint_interval=100), tmp_path / "run")
+    interrupt_at(agent, monkeypatch, 25, times=2)
+    with pytest.raises(KeyboardInterrupt):
+        agent.learn(progress=False, tensorboard=False)
+    assert agent.dialogues == 25 and agent.last_checkpoint is None
 
 
 def test_extended_run_matches_an_uninterrupted_one(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 from importlib import resources
 from pathlib import Path
 
@@ -278,3 +279,25 @@ def test_bad_seeds_are_one_line_in_every_command(tmp_path, capsys, seed):
     argv = ["dialogue", "train", *TINY, "--set", f"seed={seed}", "--run-dir", str(run)]
     refused(capsys, argv, "seed", seed)
     assert not run.exists()
+
+
+# ------------------------------------------------------------------- Ctrl-C, SIGTERM
+def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(tmp_path, capsys, monkeypatch):
+    from dqnlm.dialogue.dqn import DialogueDQN
+
+    real_play = DialogueDQN._play
+
+    def play(self, *args, **kwargs):
+        if self.dialogues == 15:  # mid epoch 1 (10 warm-start dialogues, 10 per epoch)
+            signal.raise_signal(signal.SIGINT)
+        return real_play(self, *args, **kwargs)
+
+    monkeypatch.setattr(DialogueDQN, "_play", play)
+    run = tmp_path / "run"
+    argv = ["dialogue", "train", *TINY, "--set", "epochs=2", "--run-dir", str(run)]
+    assert main(argv) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert (run / "checkpoints" / "step-0000000020.json").is_file()  # the end of epoch 1
+    monkeypatch.setattr(DialogueDQN, "_play", real_play)
+    assert main(["dialogue", "train", "--resume", str(run), "--no-progress"]) == 0
+    assert (run / "eval.json").is_file()

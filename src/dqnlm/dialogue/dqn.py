@@ -15,6 +15,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from dqnlm.core.checkpoint import (
 from dqnlm.core.losses import dqn_loss
 from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import ReplayBuffer
+from dqnlm.core.rng import restore_rng, rng_tensors
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
@@ -94,6 +97,40 @@ class QPolicy:
         return int(self.q_values(obs).argmax())
 
 
+class _DeferredInterrupts:
+    """Ctrl-C and SIGTERM during training, held back to the next point where a checkpoint
+    is consistent (between dialogues of the warm start, at the end of an epoch). A second
+    signal interrupts at once. Signal handlers exist only in the main thread; elsewhere
+    interrupts arrive as they would without this."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> _DeferredInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def deliver(self) -> None:
+        """Hand the held signal to the handler it was meant for (which raises)."""
+        self.restore()
+        signal.raise_signal(self.signum)
+        raise KeyboardInterrupt  # that handler returned: stop anyway
+
+
 class DialogueDQN:
     """Deep Q-learning of a dialogue policy with replay, a target network and a warm start.
 
@@ -142,6 +179,7 @@ class DialogueDQN:
         self.best_success = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_checkpoint: Path | None = None
+        self._saved_at = -1  # dialogues at the last checkpoint
 
     # ----------------------------------------------------------------- acting
     def act(self, obs: np.ndarray, epsilon: float) -> int:
@@ -225,6 +263,7 @@ class DialogueDQN:
             desc=f"dialogue {self.env.domain.name}",
         )
         postfix: dict[str, str] = {}
+        interrupts = _DeferredInterrupts().install()
         try:
             if self.dialogues < cfg.warm_start_dialogues:
                 self._rule = RuleAgent(self.env.domain)
@@ -232,6 +271,8 @@ class DialogueDQN:
                     self._rule.reset()
                     self._play(self._rule_act, learn=False)
                     bar.update()
+                    self.elapsed = time.perf_counter() - start
+                    self._stop_if_interrupted(interrupts)
                 if logger:
                     rule = evaluate(validation, self._rule, VALIDATION_SEED, cfg.eval_episodes)
                     logger.log(self.dialogues, epoch=0, **_prefixed(rule, "eval"))
@@ -278,6 +319,8 @@ class DialogueDQN:
                     self.epoch % cfg.checkpoint_interval == 0 or self.epoch == cfg.epochs
                 ):
                     self.save_checkpoint()
+                self._stop_if_interrupted(interrupts)
+            interrupts.restore()
             bar.close()
             if cfg.keep_best and self.best_state is not None:
                 self.q_net.load_state_dict(self.best_state)
@@ -292,9 +335,20 @@ class DialogueDQN:
                 plot_success(self.run_dir, self.run_dir / "success_rate.png")
             return final
         finally:
+            interrupts.restore()
             bar.close()
             if logger:
                 logger.close()
+
+    def _stop_if_interrupted(self, interrupts: _DeferredInterrupts) -> None:
+        """A held Ctrl-C or SIGTERM: checkpoint here (if the weights are finite), then let
+        the signal through, so ``--resume`` continues from this very point."""
+        if interrupts.signum is None:
+            return
+        finite = all(torch.isfinite(p).all() for p in self.q_net.parameters())
+        if self.run_dir is not None and self._saved_at != self.dialogues and finite:
+            self.save_checkpoint()
+        interrupts.deliver()
 
     # ------------------------------------------------------------ persistence
     def _domain_copy(self) -> Path | None:
@@ -339,7 +393,7 @@ class DialogueDQN:
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng_tensors())
         meta = {
             "config": dataclasses.asdict(self._saved_config()),
             "epoch": self.epoch,
@@ -358,6 +412,7 @@ class DialogueDQN:
         self.last_checkpoint = save_checkpoint(
             self.run_dir / CHECKPOINTS, self.dialogues, tensors, meta, self.replay.state_dict()
         )
+        self._saved_at = self.dialogues
         return self.last_checkpoint
 
     @classmethod
@@ -382,7 +437,7 @@ class DialogueDQN:
             best = _strip(tensors, "best.")
             agent.best_state = best or None
             load_optimizer_state(agent.optimizer, tensors, ckpt.meta["optimizer"])
-            torch.set_rng_state(tensors["rng.torch"])
+            restore_rng(tensors)
             agent.rng.bit_generator.state = ckpt.meta["rng"]["explore"]
             agent.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
             agent.env.reset(seed=0)  # creates np_random, then restore its state
