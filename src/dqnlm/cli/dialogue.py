@@ -7,9 +7,15 @@ import json
 import time
 from pathlib import Path
 
-from dqnlm.cli.common import add_config_arguments, config_fields_help
+from dqnlm.cli.common import (
+    add_config_arguments,
+    add_overwrite_argument,
+    config_fields_help,
+    config_from_run,
+)
 from dqnlm.dialogue.config import TEST_SEED
 from dqnlm.errors import DQNLMError
+from dqnlm.rundir import training_run
 from dqnlm.seeding import check_seed
 
 RULE = "rule"
@@ -83,6 +89,7 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+    add_overwrite_argument(p)
     _add_trust_argument(p)
 
     p = dialogue.add_parser(
@@ -117,10 +124,10 @@ def _load_agent(args, **env_overrides):
     from dqnlm.dialogue.dqn import load_policy
 
     if args.agent == RULE:
-        domain = args.domain or "movie"
+        domain = "movie" if args.domain is None else args.domain
         config = DialogueConfig(domain=domain, **env_overrides).validate()
         return config, RuleAgent(load_domain(domain))
-    if args.domain:
+    if args.domain is not None:
         env_overrides["domain"] = args.domain
     run_config, policy = load_policy(
         args.agent, trust_code=args.trust_code, **_run_fields(env_overrides)
@@ -146,7 +153,7 @@ def cmd_train(args) -> int:
 
     from dqnlm.config_io import load_toml, parse_override, replace
     from dqnlm.dialogue.config import DialogueDQNConfig
-    from dqnlm.dialogue.dqn import DialogueDQN
+    from dqnlm.dialogue.dqn import DialogueDQN, domain_inside
 
     if args.threads < 1:
         raise DQNLMError(f"--threads must be >= 1, got {args.threads}")
@@ -158,13 +165,12 @@ def cmd_train(args) -> int:
                 "--resume takes its config from the run directory; only --epochs may be given "
                 f"with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
             )
-        agent = DialogueDQN.resume(args.resume, epochs=args.epochs, trust_code=args.trust_code)
-        print(f"resuming {args.resume} at epoch {agent.epoch} of {agent.config.epochs}")
+        run_dir = args.resume
     else:
         config = DialogueDQNConfig()
         if args.config:
             config = replace(config, load_toml(args.config), source=str(args.config))
-        if args.domain:
+        if args.domain is not None:  # an empty --domain is a mistake, not the default
             config = replace(config, {"domain": args.domain}, source="--domain")
         config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
         flags = {"seed": args.seed, "epochs": args.epochs}
@@ -174,17 +180,25 @@ def cmd_train(args) -> int:
         run_dir = args.run_dir or Path("runs") / (
             f"dialogue-{name}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        if (run_dir / "checkpoints").exists():
-            raise DQNLMError(
-                f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
-            )
-        if (run_dir / "config.toml").exists():
-            raise DQNLMError(
-                f"run directory {run_dir} holds a run that stopped before its first checkpoint; "
-                "delete it or choose another --run-dir"
-            )
-        agent = DialogueDQN(config, run_dir)  # loads the domain before anything is written
-    result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    with training_run(
+        run_dir,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        new=lambda: DialogueDQN(config, run_dir),  # loads the domain before anything is written
+        load=lambda: DialogueDQN.resume(run_dir, epochs=args.epochs, trust_code=args.trust_code),
+        restart=lambda values, source: DialogueDQN(
+            domain_inside(
+                config_from_run(DialogueDQNConfig, values, source, epochs=args.epochs),
+                run_dir,
+                source,
+                args.trust_code,
+            ),
+            run_dir,
+        ),
+    ) as agent:
+        if agent.last_checkpoint:
+            print(f"resuming {run_dir} at epoch {agent.epoch} of {agent.config.epochs}")
+        result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
     print(
         f"test goals: success {result['success_rate']:.3f}, {result['avg_turns']:.1f} turns, "
         f"reward {result['avg_reward']:.1f} over {result['episodes']} dialogues "
