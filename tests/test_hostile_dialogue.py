@@ -301,3 +301,12 @@ def test_ctrl_c_leaves_a_checkpoint_that_resume_finishes(tmp_path, capsys, monke
     monkeypatch.setattr(DialogueDQN, "_play", real_play)
     assert main(["dialogue", "train", "--resume", str(run), "--no-progress"]) == 0
     assert (run / "eval.json").is_file()
+
+
+@pytest.mark.parametrize("flags", [["--domain", ""], ["--domain", " "], ["--set", "domain="]])
+def test_empty_domain_is_a_mistake_not_the_default(tmp_path, capsys, flags):
+    run = tmp_path / "run"
+    refused(capsys, ["dialogue", "train", *TINY, *flags, "--run-dir", str(run)], "domain", "got '")
+    assert not run.exists()
+    if flags[0] == "--domain":
+        refused(capsys, ["dialogue", "eval", "rule", *flags], "domain", "got '")

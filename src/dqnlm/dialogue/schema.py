@@ -159,6 +159,11 @@ def bundled_domains() -> list[str]:
 def load_domain(name_or_path: str | Path) -> Domain:
     """A bundled domain by name (``movie``) or a schema file by path (.json, .yaml, .yml)."""
     text = str(name_or_path)
+    if not text.strip():
+        raise ConfigError(
+            f"domain must be a bundled domain ({', '.join(bundled_domains())}) or a schema "
+            f"file, got {text!r}"
+        )
     if text in bundled_domains():
         path = resources.files("dqnlm.dialogue") / "domains" / f"{text}.json"
         return parse_domain(_read(Path(str(path))), source=str(path))
