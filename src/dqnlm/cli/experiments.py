@@ -22,6 +22,7 @@ def add_experiment_parsers(sub) -> None:
     p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<file name>)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    _add_trust(p)
 
     p = sub.add_parser(
         "report",
@@ -33,6 +34,15 @@ def add_experiment_parsers(sub) -> None:
         "sweep_dir", type=Path, metavar="DIR", help="a sweep directory (holds sweep.json)"
     )
     p.add_argument("--baseline", help="the variant others are compared with (default: the first)")
+    _add_trust(p)
+
+
+def _add_trust(p) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let an env_id of the form module:Env import its module (off by default)",
+    )
 
 
 def cmd_sweep(args) -> int:
@@ -41,17 +51,17 @@ def cmd_sweep(args) -> int:
 
     if args.workers < 1:
         raise DQNLMError(f"--workers must be >= 1, got {args.workers}")
-    spec = load_sweep(args.config)
+    spec = load_sweep(args.config, args.trust_code)
     out = args.out or Path("runs") / f"sweep-{args.config.stem}"
-    runs = sweep(spec, out, args.workers, progress=not args.no_progress)
+    runs = sweep(spec, out, args.workers, not args.no_progress, args.trust_code)
     print(f"{len(runs)} runs finished in {out}")
     if not args.no_report:
-        print(f"report: {write_report(out)}")
+        print(f"report: {write_report(out, trust_code=args.trust_code)}")
     return 0
 
 
 def cmd_report(args) -> int:
     from dqnlm.experiments.report import write_report
 
-    print(write_report(args.sweep_dir, args.baseline))
+    print(write_report(args.sweep_dir, args.baseline, args.trust_code))
     return 0

@@ -245,12 +245,12 @@ def _plot_profiles(normalized: dict[str, np.ndarray], path: Path) -> None:
     save_figure(fig, path)
 
 
-def write_report(out: Path, baseline: str | None = None) -> Path:
+def write_report(out: Path, baseline: str | None = None, trust_code: bool = False) -> Path:
     """Aggregate the finished runs under ``out`` into ``out/report.md`` and ``out/figures/``."""
     out = Path(out)
     if not (out / SPEC).is_file():
         raise DQNLMError(f"{out} is not a sweep directory (no {SPEC}); run `dqnlm sweep` first")
-    spec = read_spec(out)
+    spec = read_spec(out, trust_code)  # random_return makes each env: refuse module:Env
     cells = collect(out, spec)
     if not cells:
         raise DQNLMError(f"{out} has no finished run yet")

@@ -61,8 +61,11 @@ class Run:
         return out / "runs" / self.env / self.variant / f"s{self.seed}"
 
 
-def load_sweep(path: str | Path) -> dict[str, Any]:
-    """Read and check a sweep file; returns the spec with every run's config resolved."""
+def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
+    """Read and check a sweep file; returns the spec with every run's config resolved.
+    An ``env_id`` that would import a module (``module:Env``) needs ``trust_code``."""
+    from dqnlm.trust import check_module_reference
+
     raw = load_toml(path)
     unknown = set(raw) - {"seeds", "base", "envs", "variants"}
     if unknown:
@@ -97,6 +100,8 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             spec["envs"][name] = _resolve_env(name, env, spec["base"], spec["variants"])
         except ConfigError as e:
             raise ConfigError(f"sweep file {path}: {e}") from None
+        env_id = spec["envs"][name]["env_id"]
+        check_module_reference(env_id, f"[envs.{name}] env_id", f"sweep file {path}", trust_code)
     return json.loads(json.dumps(spec))  # plain JSON values, as saved in sweep.json
 
 
@@ -254,7 +259,7 @@ def _config(values: dict[str, Any], source: str):
     return replace_fields(DQNConfig(), values, source=source)
 
 
-def execute(run: Run, run_dir: Path) -> dict:
+def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
     """Train one run to the end (in a worker process), resuming a killed one."""
     import torch
 
@@ -263,7 +268,7 @@ def execute(run: Run, run_dir: Path) -> dict:
     torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
     with claim_run_dir(run_dir):
         if has_checkpoint(run_dir):
-            agent = DQN.load(run_dir)
+            agent = DQN.load(run_dir, trust_code=trust_code)
         else:
             clear_run(run_dir, everything=True)  # killed before its first checkpoint
             agent = DQN(_config(run.config, str(run_dir)), run_dir)
@@ -285,29 +290,38 @@ def check_runnable(spec: dict[str, Any]) -> None:
             raise ConfigError(f"[envs.{env}]: {e}") from None
 
 
-def sweep(spec: dict[str, Any], out: Path, workers: int = 2, progress: bool = True) -> list[Path]:
-    """Run every unfinished run of ``spec`` under ``out``; returns all run directories."""
+def sweep(
+    spec: dict[str, Any],
+    out: Path,
+    workers: int = 2,
+    progress: bool = True,
+    trust_code: bool = False,
+) -> list[Path]:
+    """Run every unfinished run of ``spec`` under ``out``; returns all run directories.
+    ``trust_code`` lets a ``module:Env`` env_id import its module (see dqnlm.trust)."""
     check_runnable(spec)
     with claim_run_dir(out, keep_on_failure=True):
         saved = out / SPEC
         if saved.is_file():
-            conflict = _conflict(read_spec(out), spec, out)
+            conflict = _conflict(read_spec(out, trust_code), spec, out)
             if conflict:
                 raise ConfigError(
                     f"{out} holds a different sweep ({saved}: {conflict}); use another --out, "
                     "or a sweep file that only adds envs, variants or seeds"
                 )
         atomic_write_text(saved, json.dumps(spec, indent=1))
-        return _run_all(spec, out, workers, progress)
+        return _run_all(spec, out, workers, progress, trust_code)
 
 
-def _run_all(spec: dict[str, Any], out: Path, workers: int, progress: bool) -> list[Path]:
+def _run_all(
+    spec: dict[str, Any], out: Path, workers: int, progress: bool, trust_code: bool
+) -> list[Path]:
     runs = runs_of(spec)
     todo = [r for r in runs if not is_finished(r.directory(out))]
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", disable=not progress)
     context = multiprocessing.get_context("spawn")  # no forked torch state in workers
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(execute, r, r.directory(out)): r for r in todo}
+        futures = {pool.submit(execute, r, r.directory(out), trust_code): r for r in todo}
         try:
             for future in as_completed(futures):
                 run = futures[future]
