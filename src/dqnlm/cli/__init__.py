@@ -7,17 +7,25 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from dqnlm.cli.common import add_config_arguments, config_fields_help
+from dqnlm.cli.common import (
+    add_config_arguments,
+    add_overwrite_argument,
+    config_fields_help,
+    config_from_run,
+)
 from dqnlm.cli.dialogue import add_dialogue_parser, cmd_dialogue
 from dqnlm.cli.experiments import add_experiment_parsers, cmd_report, cmd_sweep
 from dqnlm.cli.lm import add_lm_parser, cmd_lm
 from dqnlm.control.config import DQNConfig
 from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
+from dqnlm.rundir import training_run
 
 
 def _add_train(sub) -> None:
@@ -50,6 +58,7 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+    add_overwrite_argument(p)
 
 
 def _add_others(sub) -> None:
@@ -117,19 +126,26 @@ def cmd_train(args) -> int:
                 "--resume takes its config from the run directory; only --total-steps and "
                 f"--device may be given with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
             )
-        agent = DQN.load(args.resume, device=args.device, total_steps=args.total_steps)
-        print(f"resuming {args.resume} at step {agent.global_step} of {agent.config.total_steps}")
+        run_dir = args.resume
     else:
         config = _resolve_config(args).validate()
         run_dir = args.run_dir or Path("runs") / (
             f"{args.preset or config.env_id}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        if (run_dir / "checkpoints").exists():
-            raise DQNLMError(
-                f"run directory {run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
-            )
-        agent = DQN(config, run_dir)  # checks the environment before anything is written
-    result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    flags = {"device": args.device, "total_steps": args.total_steps}
+    with training_run(
+        run_dir,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        new=lambda: DQN(config, run_dir),  # checks the environment before anything is written
+        load=lambda: DQN.load(run_dir, **flags),
+        restart=lambda values, source: DQN(
+            config_from_run(DQNConfig, values, source, **flags), run_dir
+        ),
+    ) as agent:
+        if agent.last_checkpoint:
+            print(f"resuming {run_dir} at step {agent.global_step} of {agent.config.total_steps}")
+        result = agent.learn(progress=not args.no_progress, tensorboard=not args.no_tensorboard)
     if agent.stopped_early:
         print(
             f"stopped early at step {agent.global_step:,}: a validation evaluation reached "
@@ -207,19 +223,35 @@ COMMANDS = {
 }
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so trainers checkpoint as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # schedulers send SIGTERM before they kill: treat it as Ctrl-C (signals reach only
+    # the main thread, so an embedding program's other threads keep their handlers)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except (DQNLMError, CheckpointError) as e:
         print(f"dqnlm: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("dqnlm: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, _Terminated)
+        print(f"dqnlm: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:  # output piped into `head` and friends: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter closes it at exit
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
