@@ -206,3 +206,18 @@ def test_checkpoints_carry_every_torch_generator(tiny, tmp_path, monkeypatch):
     DQN(tiny(total_steps=200), tmp_path / "run").learn(progress=False, tensorboard=False)
     DQN.load(tmp_path / "run")
     assert torch.equal(restored[0]["rng.cuda.0"], fake_cuda)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tiny, tmp_path):
+    from dqnlm.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    DQN(tiny(total_steps=200), run).learn(progress=False, tensorboard=False)
+    ckpt = load_checkpoint(run / "checkpoints")
+    tensors = {
+        k: torch.full_like(v, float("nan")) if k.startswith("q_net.") else v
+        for k, v in ckpt.tensors.items()
+    }
+    save_checkpoint(run / "checkpoints", 300, tensors, ckpt.meta)  # hashes that match
+    with pytest.raises(CheckpointError, match="non-finite"):
+        DQN.load(run)

@@ -415,6 +415,8 @@ class DQN:
                 agent.best_weights = _prefixed(tensors, "best.")
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
+        if not all(torch.isfinite(v).all() for v in agent.q_net.state_dict().values()):
+            raise CheckpointError(f"checkpoint {ckpt.path} holds non-finite Q-network weights")
         agent.last_checkpoint = ckpt.path
         return agent
 
