@@ -303,16 +303,27 @@ def test_non_finite_numbers_in_a_checkpoint_are_refused(control_run, capsys, tmp
 @pytest.mark.parametrize(
     "argv",
     [
-        pytest.param(lambda run: [*CONTROL, "--run-dir", str(run)], id="train"),
-        pytest.param(lambda run: [*DIALOGUE, "--run-dir", str(run)], id="dialogue"),
+        pytest.param(lambda run, tmp: [*CONTROL, "--run-dir", str(run)], id="train"),
+        pytest.param(lambda run, tmp: [*DIALOGUE, "--run-dir", str(run)], id="dialogue"),
+        pytest.param(
+            lambda run, tmp: ["lm", "train", "--run-dir", str(run), "--no-progress"],
+            id="lm",
+            marks=pytest.mark.skipif(not HAS_LM, reason="needs the lm extra"),
+        ),
+        pytest.param(
+            lambda run, tmp: ["sweep", "--config", str(tmp / "s.toml"), "--out", str(run)],
+            id="sweep",
+        ),
     ],
 )
 def test_a_run_dir_that_is_a_file_or_lies_under_one(tmp_path, capsys, argv):
-    file = tmp_path / "file"
-    file.write_text("x")
-    one_error(capsys, argv(file), f"run directory {file} is a file")
+    _write(tmp_path / "s.toml", SWEEP)
+    file = _write(tmp_path / "file", "x")
+    one_error(capsys, argv(file, tmp_path), f"run directory {file} is a file")
     under = file / "sub" / "run"
-    one_error(capsys, argv(under), f"run directory {under} lies under {file}, which is a file")
+    one_error(
+        capsys, argv(under, tmp_path), f"run directory {under} lies under {file}, which is a file"
+    )
     assert file.read_text() == "x"
 
 
@@ -332,6 +343,17 @@ def test_a_run_dir_on_a_read_only_file_system(capsys):
     if os.access("/proc/1", os.W_OK):
         pytest.skip("no read-only folder here")
     one_error(capsys, [*CONTROL, "--run-dir", "/proc/1/run"], "/proc/1/run")
+
+
+def test_a_full_disk_anywhere_in_a_run_is_one_line(tmp_path, capsys, monkeypatch):
+    import dqnlm.control.dqn
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(dqnlm.control.dqn, "atomic_write_text", full)
+    run = tmp_path / "run"
+    one_error(capsys, [*CONTROL, "--run-dir", str(run)], "No space left on device")
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
@@ -550,6 +572,37 @@ def test_main_turns_sigterm_into_an_interrupt_and_exits_143(monkeypatch, capsys)
     assert main(["presets"]) == 130
 
 
+def test_sigterm_to_a_sweep_checkpoints_its_runs_and_exits_143(tmp_path):
+    text = SWEEP.replace("total_steps = 200", "total_steps = 10_000_000")
+    config, out = _write(tmp_path / "s.toml", text), tmp_path / "out"
+    run = runs_of(load_sweep(config))[0].directory(out)
+    argv = ["sweep", "--config", str(config), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dqnlm", *argv, "--no-progress"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        wait_for_rows(proc, run / "metrics.csv")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert load_checkpoint(run / "checkpoints").meta["global_step"] >= 100
+    assert not (run / LOCK).exists() and not (out / LOCK).exists()
+
+
+def wait_for_rows(proc: subprocess.Popen, metrics: Path, rows: int = 3) -> None:
+    """Until ``metrics`` holds ``rows`` rows (past learning_starts: real training state)."""
+    deadline = time.monotonic() + 60
+    while not metrics.is_file() or len(metrics.read_text().splitlines()) < rows:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_sigterm_during_training_saves_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     argv = [*CONTROL, "--total-steps", "10000000", "--run-dir", str(run)]
@@ -558,13 +611,7 @@ def test_sigterm_during_training_saves_a_checkpoint(tmp_path):
         [sys.executable, "-m", "dqnlm", *argv], stderr=subprocess.PIPE, text=True, env=env
     )
     try:
-        deadline = time.monotonic() + 60
-        while (
-            not (run / "metrics.csv").is_file()
-            or len((run / "metrics.csv").read_text().splitlines()) < 3
-        ):  # past learning_starts: real training state
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_rows(proc, run / "metrics.csv")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -233,8 +234,8 @@ def _raise_terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # schedulers send SIGTERM before they kill: treat it as Ctrl-C (signals reach only
-    # the main thread, so an embedding program's other threads keep their handlers)
+    # schedulers send SIGTERM before they kill: treat it as Ctrl-C (a handler can only be
+    # set from the main thread; the previous one is put back when main returns)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
@@ -249,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and friends: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter closes it at exit
         return 0
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # every output is written atomically, so what was there before is intact
+        print(f"dqnlm: error: cannot write {e.filename or 'output'}: {e.strerror}", file=sys.stderr)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

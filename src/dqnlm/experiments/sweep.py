@@ -26,6 +26,7 @@ import json
 import math
 import multiprocessing
 import re
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,10 @@ def _config(values: dict[str, Any], source: str):
     return replace_fields(DQNConfig(), values, source=source)
 
 
+_state = "idle"
+"""A worker's state: idle, training, or stopping (see _on_signal)."""
+
+
 def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
     """Train one run to the end (in a worker process), resuming a killed one."""
     import torch
@@ -266,14 +271,36 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
     from dqnlm.control import DQN
 
     torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
-    with claim_run_dir(run_dir):
-        if has_checkpoint(run_dir):
-            agent = DQN.load(run_dir, trust_code=trust_code)
-        else:
-            clear_run(run_dir, everything=True)  # killed before its first checkpoint
-            agent = DQN(_config(run.config, str(run_dir)), run_dir)
-        result = agent.learn(progress=False, tensorboard=False)
+    global _state
+    _state = "training"
+    try:
+        with claim_run_dir(run_dir):
+            if has_checkpoint(run_dir):
+                agent = DQN.load(run_dir, trust_code=trust_code)
+            else:
+                clear_run(run_dir, everything=True)  # killed before its first checkpoint
+                agent = DQN(_config(run.config, str(run_dir)), run_dir)
+            result = agent.learn(progress=False, tensorboard=False)
+    finally:
+        _state = "idle"
     return {"run": str(run_dir), "mean_return": result["mean_return"]}
+
+
+def _on_signal(signum, frame) -> None:
+    """A worker's SIGINT or SIGTERM: inside a run, one KeyboardInterrupt (the trainer saves a
+    checkpoint and stops; a second signal must not cut that save short); between runs, a
+    quiet exit."""
+    global _state
+    if _state == "training":
+        _state = "stopping"
+        raise KeyboardInterrupt
+    if _state == "idle":
+        raise SystemExit(128 + signum)
+
+
+def _init_worker() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
 
 
 def check_runnable(spec: dict[str, Any]) -> None:
@@ -320,7 +347,7 @@ def _run_all(
     todo = [r for r in runs if not is_finished(r.directory(out))]
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", disable=not progress)
     context = multiprocessing.get_context("spawn")  # no forked torch state in workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
         futures = {pool.submit(execute, r, r.directory(out), trust_code): r for r in todo}
         try:
             for future in as_completed(futures):
@@ -331,9 +358,12 @@ def _run_all(
                     refresh=False,
                 )
                 bar.update()
-        except BaseException:
+        except BaseException as e:
             for future in futures:
                 future.cancel()
+            if isinstance(e, KeyboardInterrupt):  # Ctrl-C or SIGTERM: checkpoint and stop
+                for worker in multiprocessing.active_children():
+                    worker.terminate()  # SIGTERM; a worker Ctrl-C reached ignores it
             raise
         finally:
             bar.close()
