@@ -192,6 +192,15 @@ def test_training_into_a_killed_run_is_refused_then_overwritten_on_request(
     assert (run / "notes.txt").read_text() == "mine"  # only a run's own outputs are cleared
 
 
+def test_a_new_run_in_a_folder_holding_no_run_keeps_its_files(tmp_path):
+    run = tmp_path / "mine"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "weights.bin").write_text("the user's model")
+    assert main([*CONTROL, "--run-dir", str(run)]) == 0
+    assert (run / "model" / "weights.bin").read_text() == "the user's model"
+    assert (run / "eval.json").is_file()
+
+
 def test_training_into_a_finished_run_is_refused(control_run, capsys):
     before = snapshot(control_run)
     one_error(capsys, [*CONTROL, "--run-dir", str(control_run)], "already holds a run", "--resume")

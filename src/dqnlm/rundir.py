@@ -171,17 +171,18 @@ def training_run(
             print(
                 f"no checkpoint yet in {run_dir}: restarting from its config.toml", file=sys.stderr
             )
+        elif holds_run(run_dir) and not overwrite:
+            what = (
+                "already holds a run"
+                if has_checkpoint(run_dir)
+                else "holds a run that stopped before its first checkpoint"
+            )
+            raise RunDirError(
+                f"run directory {run_dir} {what}; use --resume {run_dir}, --overwrite, "
+                "or another --run-dir"
+            )
         else:
-            if holds_run(run_dir) and not overwrite:
-                what = (
-                    "already holds a run"
-                    if has_checkpoint(run_dir)
-                    else "holds a run that stopped before its first checkpoint"
-                )
-                raise RunDirError(
-                    f"run directory {run_dir} {what}; use --resume {run_dir}, --overwrite, "
-                    "or another --run-dir"
-                )
             trainer = new()
-        clear_run(run_dir)  # only a run's own outputs: what --overwrite or a restart replaces
+        if resume or holds_run(run_dir):  # a folder holding no run keeps all it holds
+            clear_run(run_dir)
         yield trainer
