@@ -550,10 +550,26 @@ def test_plot_of_a_bad_metrics_csv(tmp_path, capsys, content):
     assert not (run / "learning_curve.png").exists()
 
 
-def test_plot_into_a_missing_folder(control_run, tmp_path, capsys):
+def test_plot_into_a_missing_folder_or_onto_a_folder(control_run, tmp_path, capsys):
     out = tmp_path / "missing" / "curve.png"
     one_error(capsys, ["plot", str(control_run), "--out", str(out)], str(out.parent))
     assert not out.parent.exists()
+    one_error(capsys, ["plot", str(control_run), "--out", str(tmp_path)], "it is a folder")
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_lock_file_that_is_a_symlink_is_never_followed(tmp_path, capsys):
+    target = _write(tmp_path / "precious.txt", "keep me")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).symlink_to(target)
+    one_error(capsys, [*CONTROL, "--run-dir", str(run)], f"run directory {run}")
+    assert target.read_text() == "keep me"
+
+
+def test_resume_of_a_file_says_so(tmp_path, capsys):
+    file = _write(tmp_path / "file", "x")
+    one_error(capsys, ["train", "--resume", str(file)], f"run directory {file} is a file")
 
 
 # ---------------------------------------------------------- D12: SIGTERM checkpoints and exits

@@ -112,9 +112,14 @@ def save_figure(fig, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     out = Path(out)
+    problem = None
     if not out.parent.is_dir():
+        problem = f"folder {out.parent} does not exist"
+    elif out.is_dir():
+        problem = "it is a folder"
+    if problem:
         plt.close(fig)
-        raise DQNLMError(f"cannot write figure {out}: folder {out.parent} does not exist")
+        raise DQNLMError(f"cannot write figure {out}: {problem}")
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

@@ -62,24 +62,26 @@ def _os_error(run_dir: Path, e: OSError) -> RunDirError:
     return RunDirError(f"cannot use run directory {run_dir}: {e.strerror or e}")
 
 
-def _holder(path: Path) -> str:
-    try:
-        return path.read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
+def _holder(fd: int) -> str:
+    """The pid the lock file names (written by its holder), or ``unknown``."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return text if text.isdigit() else "unknown"
 
 
 def _lock(run_dir: Path) -> int:
     """Take the lock of ``run_dir`` (which exists); returns the open lock file."""
     path = run_dir / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a lock "file" that is a symlink (a stranger's run directory) must not
+        # make us truncate whatever it points at
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _holder(fd)
             os.close(fd)
             raise RunDirError(
-                f"run directory {run_dir} is in use by another dqnlm process (pid {_holder(path)})"
+                f"run directory {run_dir} is in use by another dqnlm process (pid {holder})"
             ) from None
         # the previous holder unlinks the file as it lets go: then ours is a stale inode
         try:
@@ -103,7 +105,7 @@ def claim_run_dir(
     block fails before the run's first checkpoint: a failed start leaves nothing behind.
     """
     run_dir = Path(run_dir)
-    if must_exist and not run_dir.is_dir():
+    if must_exist and not run_dir.exists():
         raise RunDirError(f"run directory {run_dir} does not exist")
     check_usable(run_dir)
     created = not run_dir.exists()
