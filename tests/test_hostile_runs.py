@@ -365,6 +365,18 @@ def test_a_full_disk_anywhere_in_a_run_is_one_line(tmp_path, capsys, monkeypatch
     one_error(capsys, [*CONTROL, "--run-dir", str(run)], "No space left on device")
 
 
+def test_a_report_whose_figures_folder_is_a_file(finished_sweep, capsys):
+    _write(finished_sweep / "figures", "x")
+    one_error(capsys, ["report", str(finished_sweep)], str(finished_sweep / "figures"))
+
+
+def test_sweep_workers_are_capped(tmp_path, capsys):
+    config = _write(tmp_path / "s.toml", SWEEP)
+    argv = ["sweep", "--config", str(config), "--out", str(tmp_path / "o")]
+    one_error(capsys, [*argv, "--workers", "1000000"], "--workers", "1000000")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
     import dqnlm.core.checkpoint as checkpoint
 

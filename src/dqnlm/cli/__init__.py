@@ -251,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter closes it at exit
         return 0
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        # a full disk, a read-only file system, a file where a folder should be: every
+        # output is written atomically, so what was there before is intact
+        if e.filename is None and e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        # every output is written atomically, so what was there before is intact
-        print(f"dqnlm: error: cannot write {e.filename or 'output'}: {e.strerror}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"dqnlm: error: {where}{e.strerror}", file=sys.stderr)
         return 1
     finally:
         if previous is not None:

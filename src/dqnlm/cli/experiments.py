@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dqnlm.errors import DQNLMError
@@ -49,8 +50,9 @@ def cmd_sweep(args) -> int:
     from dqnlm.experiments.report import write_report
     from dqnlm.experiments.sweep import load_sweep, sweep
 
-    if args.workers < 1:
-        raise DQNLMError(f"--workers must be >= 1, got {args.workers}")
+    limit = 4 * (os.cpu_count() or 1)  # each worker is a process running one run
+    if not 1 <= args.workers <= limit:
+        raise DQNLMError(f"--workers must be in [1, {limit}] (4 per CPU), got {args.workers}")
     spec = load_sweep(args.config, args.trust_code)
     out = args.out or Path("runs") / f"sweep-{args.config.stem}"
     runs = sweep(spec, out, args.workers, not args.no_progress, args.trust_code)
