@@ -330,6 +330,17 @@ def test_no_target_bootstraps_from_the_online_network():
 
 
 # ----------------------------------------------------------------------- warm start
+def test_adjacent_run_seeds_share_no_random_stream():
+    """Seeding with seed + i made run s's replay sampling replay run s + 1's training draws."""
+
+    def streams(seed: int) -> list[tuple[float, ...]]:
+        agent = DialogueDQN(tiny(seed=seed))
+        return [tuple(g.random(4)) for g in (agent.rng, agent.replay.rng)]
+
+    for seed in (0, 7):
+        assert not set(streams(seed)) & set(streams(seed + 1))
+
+
 def test_updates_run_on_the_configured_device(monkeypatch):
     """Replay batches and mask indices must follow the Q-network off the CPU (on ``meta``,
     which holds no data, a tensor left on the CPU fails just as it would on CUDA)."""

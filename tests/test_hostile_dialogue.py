@@ -214,11 +214,29 @@ def test_world_too_large_for_memory_is_refused_with_its_estimate(tmp_path, capsy
     assert "GiB" in line and "available" in line
 
 
-@pytest.mark.parametrize("setting", ["hidden_sizes=[100000, 100000]", "buffer_size=100000000000"])
+@pytest.mark.parametrize(
+    "setting",
+    ["hidden_sizes=[100000, 100000]", "buffer_size=100000000000", "batch_size=10000000000"],
+)
 def test_network_or_replay_too_large_is_refused_before_allocating(tmp_path, capsys, setting):
     run = tmp_path / "run"
     argv = ["dialogue", "train", *TINY, "--set", setting, "--run-dir", str(run)]
     refused(capsys, argv, setting.split("=")[0], "needs about")
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("epochs=1000000000", "10,000,000,010 training dialogues (about"),
+        ("test_episodes=1000000000", "test_episodes must be <= 1,000,000"),
+        ("eval_episodes=1000000000", "eval_episodes must be <= 1,000,000"),
+    ],
+)
+def test_runs_that_would_never_end_are_refused(tmp_path, capsys, setting, needle):
+    run = tmp_path / "run"
+    argv = ["dialogue", "train", *TINY, "--set", setting, "--run-dir", str(run)]
+    refused(capsys, argv, needle)
     assert not run.exists()
 
 

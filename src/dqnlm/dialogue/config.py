@@ -51,6 +51,13 @@ class DialogueConfig:
 
 
 TARGET_UPDATES = ("epoch", "hard", "polyak", "none")
+MAX_DIALOGUES = 100_000_000
+"""Training dialogues at most, warm start included (the default run needs 13,000)."""
+DIALOGUES_PER_SECOND = 75
+"""Training speed on one CPU thread (13,000 dialogues in 173 s, docs/benchmarks-dialogue.md),
+for the time estimate of a refused run."""
+MAX_EVAL_DIALOGUES = 1_000_000
+"""Dialogues per evaluation at most: the success rate's standard error is already < 0.0005."""
 VALIDATION_SEED = 1_000_003
 """First seed of the greedy evaluations on training goals during training."""
 TEST_SEED = 2_000_006
@@ -162,6 +169,18 @@ class DialogueDQNConfig:
         for name in ("warm_start_dialogues", "test_episodes"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("eval_episodes", "test_episodes"):
+            if getattr(self, name) > MAX_EVAL_DIALOGUES:
+                problems.append(
+                    f"{name} must be <= {MAX_EVAL_DIALOGUES:,}, got {getattr(self, name):,}"
+                )
+        if self.total_dialogues > MAX_DIALOGUES:
+            days = self.total_dialogues / DIALOGUES_PER_SECOND / 86_400
+            problems.append(
+                f"warm_start_dialogues + epochs x dialogues_per_epoch = "
+                f"{self.total_dialogues:,} training dialogues (about {days:,.0f} days); "
+                f"at most {MAX_DIALOGUES:,}"
+            )
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             problems.append(f"hidden_sizes must be positive widths, got {list(self.hidden_sizes)}")
         for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):

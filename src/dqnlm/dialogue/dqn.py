@@ -50,6 +50,7 @@ from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError, TrainingDiverged
 from dqnlm.metrics import MetricsLogger, read_metrics, save_figure
 from dqnlm.resources import check_fits
+from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
 COLUMNS = (
@@ -149,9 +150,13 @@ class DialogueDQN:
         tracker = self.env.tracker
         check_fits(
             estimate_bytes(cfg, tracker.dim, len(tracker.actions)),
-            f"buffer_size={cfg.buffer_size:,} with hidden_sizes={list(cfg.hidden_sizes)}",
+            f"buffer_size={cfg.buffer_size:,}, batch_size={cfg.batch_size:,} and "
+            f"hidden_sizes={list(cfg.hidden_sizes)}",
         )
-        torch.manual_seed(cfg.seed)
+        # independent streams from one run seed (not seed + i): runs with adjacent seeds
+        # share no random stream, so per-seed results are independent samples
+        seeds = seed_streams(cfg.seed)
+        torch.manual_seed(seeds.torch)
         self.q_net = QNetwork(tracker.dim, len(tracker.actions), cfg.hidden_sizes).to(self.device)
         # "epoch" is a hard copy that learn() triggers once per epoch
         mode = "hard" if cfg.target_update == "epoch" else cfg.target_update
@@ -159,11 +164,11 @@ class DialogueDQN:
         self.target = TargetNetwork(self.q_net, mode, period, cfg.tau)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
         self.replay = ReplayBuffer(
-            cfg.buffer_size, (tracker.dim,), device=self.device, seed=cfg.seed + 1
+            cfg.buffer_size, (tracker.dim,), device=self.device, seed=seeds.replay
         )
         self.mask = tracker.mask if cfg.action_mask else None
         self.policy = QPolicy(self.q_net, self.mask)
-        self.rng = np.random.default_rng(cfg.seed)  # exploration and training goals
+        self.rng = np.random.default_rng(seeds.train)  # training goals and exploration
         trained = cfg.epochs * cfg.dialogues_per_epoch
         self.epsilon = linear(
             cfg.exploration_initial_eps,
@@ -572,11 +577,13 @@ def plot_success(run_dir: Path, out: Path) -> Path:
 
 
 def estimate_bytes(cfg: DialogueDQNConfig, state_dim: int, n_actions: int) -> int:
-    """Memory of the replay (two float32 states and four scalars a transition) and of the
-    network's float32 weights, held six times: online, target, best, gradients, Adam moments."""
+    """Memory of the replay (two float32 states and four scalars a transition), of the
+    network's float32 weights, held six times (online, target, best, gradients, Adam
+    moments), and of one batch's activations (forward and backward, states and next states)."""
     widths = (state_dim, *cfg.hidden_sizes, n_actions)
     params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
-    return cfg.buffer_size * (8 * state_dim + 20) + 6 * 4 * params
+    batch = cfg.batch_size * (8 * state_dim + 20 + 24 * sum(widths))
+    return cfg.buffer_size * (8 * state_dim + 20) + 6 * 4 * params + batch
 
 
 def _prefixed(result: dict, prefix: str) -> dict:
