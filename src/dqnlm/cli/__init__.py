@@ -27,6 +27,7 @@ from dqnlm.control.config import DQNConfig
 from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
+from dqnlm.trust import check_module_reference
 
 
 def _add_train(sub) -> None:
@@ -60,6 +61,16 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     add_overwrite_argument(p)
+    add_trust_argument(p)
+
+
+def add_trust_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a run directory or config file import modules outside dqnlm "
+        "(a `module:Env` env_id); off by default, as a stranger's file could run code",
+    )
 
 
 def _add_others(sub) -> None:
@@ -69,6 +80,7 @@ def _add_others(sub) -> None:
     p.add_argument("--seed", type=int, help="first evaluation seed (default: the run's own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_trust_argument(p)
 
     p = sub.add_parser("plot", help="overlay the learning curves of one or more runs")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -99,8 +111,11 @@ def _resolve_config(args):
 
     config = get_preset(args.preset).config() if args.preset else DQNConfig()
     if args.config:
-        config = replace(config, load_toml(args.config), source=str(args.config))
-    if args.env_id:
+        from_file = load_toml(args.config)
+        if args.env_id is None and isinstance(from_file.get("env_id"), str):
+            check_module_reference(from_file["env_id"], "env_id", str(args.config), args.trust_code)
+        config = replace(config, from_file, source=str(args.config))
+    if args.env_id is not None:  # an empty --env is a mistake, not "use the default"
         config = dataclasses.replace(config, env_id=args.env_id)
     config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
     flags = {"seed": args.seed, "total_steps": args.total_steps, "device": args.device}
@@ -134,15 +149,19 @@ def cmd_train(args) -> int:
             f"{args.preset or config.env_id}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
     flags = {"device": args.device, "total_steps": args.total_steps}
+
+    def restart(values: dict, source: str) -> DQN:
+        if isinstance(values.get("env_id"), str):
+            check_module_reference(values["env_id"], "env_id", source, args.trust_code)
+        return DQN(config_from_run(DQNConfig, values, source, **flags), run_dir)
+
     with training_run(
         run_dir,
         resume=bool(args.resume),
         overwrite=args.overwrite,
         new=lambda: DQN(config, run_dir),  # checks the environment before anything is written
-        load=lambda: DQN.load(run_dir, **flags),
-        restart=lambda values, source: DQN(
-            config_from_run(DQNConfig, values, source, **flags), run_dir
-        ),
+        load=lambda: DQN.load(run_dir, **flags, trust_code=args.trust_code),
+        restart=restart,
     ) as agent:
         if agent.last_checkpoint:
             print(f"resuming {run_dir} at step {agent.global_step} of {agent.config.total_steps}")
@@ -165,7 +184,7 @@ def cmd_eval(args) -> int:
 
     if args.episodes < 1:
         raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
-    agent = DQN.load(args.run_dir, device=args.device, replay=False)
+    agent = DQN.load(args.run_dir, device=args.device, replay=False, trust_code=args.trust_code)
     result = agent.evaluate(args.episodes, args.seed)
     result["step"] = agent.global_step
     if args.json:

@@ -15,8 +15,9 @@ Each run is an ordinary control run directory, ``OUT/runs/<env>/<variant>/s<seed
 A run is finished when its ``eval.json`` exists, so a sweep started again skips it; a
 run killed mid-way continues from its last checkpoint. A sweep file may grow (more envs,
 variants or seeds) and rerun into the same directory: only the new runs train, and a
-change to a run already there is refused. Sweeps never stop early:
-every run spends its whole budget, so curves and areas compare.
+change to a run already there is refused. Sweeps do not stop early unless the file says
+``early_stop = true`` (to measure presets as they ship): by default every run spends its
+whole budget, so curves and areas compare.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
     from dqnlm.trust import check_module_reference
 
     raw = load_toml(path)
-    unknown = set(raw) - {"seeds", "base", "envs", "variants"}
+    unknown = set(raw) - {"seeds", "base", "envs", "variants", "early_stop"}
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown top-level keys {sorted(unknown)}")
     seeds = _seeds(raw.get("seeds", 10), path)
@@ -95,10 +96,15 @@ def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
             f"sweep file {path}: {len(tables['envs'])} envs x {len(tables['variants'])} variants "
             f"x {len(seeds)} seeds = {grid:,} runs; a sweep holds at most {MAX_RUNS:,}"
         )
+    early_stop = raw.get("early_stop", False)
+    if not isinstance(early_stop, bool):
+        raise ConfigError(
+            f"sweep file {path}: early_stop must be true or false, got {early_stop!r}"
+        )
     spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
     for name, env in tables["envs"].items():
         try:
-            spec["envs"][name] = _resolve_env(name, env, spec["base"], spec["variants"])
+            spec["envs"][name] = _resolve_env(name, env, spec["base"], spec["variants"], early_stop)
         except ConfigError as e:
             raise ConfigError(f"sweep file {path}: {e}") from None
         env_id = spec["envs"][name]["env_id"]
@@ -130,7 +136,9 @@ def _seeds(seeds: Any, path: str | Path) -> list[int]:
     return seeds
 
 
-def _resolve_env(name: str, env: dict, base: dict, variants: dict) -> dict[str, Any]:
+def _resolve_env(
+    name: str, env: dict, base: dict, variants: dict, early_stop: bool = False
+) -> dict[str, Any]:
     from dqnlm.control.config import DQNConfig
     from dqnlm.control.presets import get_preset
 
@@ -155,7 +163,9 @@ def _resolve_env(name: str, env: dict, base: dict, variants: dict) -> dict[str, 
         here = f"{where} x [variants.{variant}]"
         try:
             resolved = replace(config, values, source=here)
-            resolved = dataclasses.replace(resolved, stop_at_return=None).validate()
+            if not early_stop:  # curves and areas compare only over whole budgets
+                resolved = dataclasses.replace(resolved, stop_at_return=None)
+            resolved = resolved.validate()
         except ConfigError as e:
             raise ConfigError(f"{here}: {e}") from None
         configs[variant] = dataclasses.asdict(resolved)
