@@ -31,13 +31,16 @@ PRESETS: dict[str, Preset] = {
         mark=475.0,
         source=(
             "tuned here for speed and reliability (docs/benchmarks.md): 3-step Double DQN, "
-            "hard target copies every 50 updates, large batches, learning rate annealed to 0, "
-            "early stop once 10 validation episodes all reach 500"
+            "LayerNorm, hard target copies every 50 updates, large batches, learning rate "
+            "annealed to 0, early stop once 10 validation episodes all reach 500, else the "
+            "best validation weights"
         ),
         overrides={
             "total_steps": 50_000,  # env steps
             "n_envs": 4,
             "hidden_sizes": [128, 128],
+            # bounds the late overestimation (Q rising, returns sinking) that broke 1 run in 3
+            "layer_norm": True,
             "n_step": 3,
             "learning_rate": 2e-3,
             "anneal_lr": True,
@@ -54,6 +57,7 @@ PRESETS: dict[str, Preset] = {
             "eval_interval": 2_500,  # env steps
             "eval_episodes": 10,
             "stop_at_return": 500.0,
+            "keep_best": True,  # the best validation weights if the last ones score lower
             "log_interval": 2_500,  # env steps
             "checkpoint_interval": 10_000,  # env steps
         },
@@ -78,6 +82,7 @@ PRESETS: dict[str, Preset] = {
             "exploration_fraction": 0.12,
             "exploration_final_eps": 0.1,
             "eval_interval": 10_000,  # env steps
+            "keep_best": True,  # the best validation weights if the last ones score lower
         },
     ),
     "mountaincar": Preset(
@@ -106,6 +111,7 @@ PRESETS: dict[str, Preset] = {
             "exploration_final_eps": 0.07,
             "eval_interval": 10_000,  # env steps
             "stop_at_return": -100.0,  # policies peak, then drift (seen at 100k-120k steps)
+            "keep_best": True,  # the best validation weights if the last ones score lower
         },
     ),
     "lunarlander": Preset(
@@ -130,6 +136,7 @@ PRESETS: dict[str, Preset] = {
             "eval_interval": 20_000,  # env steps
             "eval_episodes": 10,
             "stop_at_return": 230.0,
+            "keep_best": True,  # the best validation weights if the last ones score lower
         },
     ),
 }
