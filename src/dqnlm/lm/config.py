@@ -189,6 +189,6 @@ PRESETS: dict[str, dict] = {
         "batch_size": 64,
         "learning_rate": 3e-4,
         "beta": 0.12,  # 0.1: reward 0.8 at KL 11-12; 0.15: 0.72 at KL 6-7; 0.2: 0.65 at KL 4-5
-        "lam": 0.0,  # with shaping, one-step targets beat lam 0.9: same reward, 3 nats less KL
+        "lam": 0.0,  # with shaping, one-step targets beat lam 0.9 (Q(lambda): 1 nat less KL)
     },
 }
