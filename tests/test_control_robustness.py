@@ -221,3 +221,14 @@ def test_a_checkpoint_with_nan_weights_is_refused(tiny, tmp_path):
     save_checkpoint(run / "checkpoints", 300, tensors, ckpt.meta)  # hashes that match
     with pytest.raises(CheckpointError, match="non-finite"):
         DQN.load(run)
+
+
+@pytest.mark.parametrize("make", ["/dev/zero", "folder", "huge"])
+def test_a_config_that_is_no_page_of_settings_is_one_line(tmp_path, capsys, make):
+    path = {"/dev/zero": "/dev/zero", "folder": str(tmp_path), "huge": str(tmp_path / "h.toml")}
+    if make == "huge":
+        (tmp_path / "h.toml").write_text("# " + "x" * (2 << 20) + "\n")
+    code = main(["train", "--config", path[make], "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and path[make] in err, err
+    assert not (tmp_path / "r").exists()

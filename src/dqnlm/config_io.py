@@ -79,9 +79,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a page of settings; anything larger is a mistake (or /dev/zero)."""
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"config file {path} is not a regular file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is {path.stat().st_size:,} bytes; a config holds at most "
+                f"{MAX_CONFIG_BYTES:,}"
+            )
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None

@@ -24,7 +24,7 @@ RUN_FILES = ("config.toml", "metrics.csv", "checkpoints", "eval.json")
 """What every trainer leaves in its run directory: any of them means it holds a run."""
 OUTPUTS = (
     *RUN_FILES,
-    *("tb", "model", "policy.safetensors"),
+    *("tb", "model", "policy.safetensors", "policy.json", "domain.json", "domain.yaml"),
     *("learning_curve.png", "reward_kl.png", "success_rate.png"),
 )
 """Everything the trainers write: cleared before a run starts over."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from dqnlm.cli.common import (
     add_config_arguments,
     add_overwrite_argument,
+    add_trust_argument,
     config_fields_help,
     config_from_run,
 )
@@ -28,6 +29,9 @@ from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
 from dqnlm.trust import check_module_reference
+
+TRUST = "a run directory or config file import modules outside dqnlm (a `module:Env` env_id)"
+"""What ``--trust-code`` allows in these commands."""
 
 
 def _add_train(sub) -> None:
@@ -61,16 +65,7 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     add_overwrite_argument(p)
-    add_trust_argument(p)
-
-
-def add_trust_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="let a run directory or config file import modules outside dqnlm "
-        "(a `module:Env` env_id); off by default, as a stranger's file could run code",
-    )
+    add_trust_argument(p, TRUST)
 
 
 def _add_others(sub) -> None:
@@ -80,7 +75,7 @@ def _add_others(sub) -> None:
     p.add_argument("--seed", type=int, help="first evaluation seed (default: the run's own)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_trust_argument(p)
+    add_trust_argument(p, TRUST)
 
     p = sub.add_parser("plot", help="overlay the learning curves of one or more runs")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")

@@ -33,6 +33,16 @@ def add_config_arguments(parser, example: str) -> None:
     )
 
 
+def add_trust_argument(parser, what: str) -> None:
+    """``--trust-code``: let a handed file do ``what`` (import a module, read outside its
+    folder); off by default, as a stranger's file could run code."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help=f"let {what}; off by default, as a stranger's files could run code",
+    )
+
+
 def add_overwrite_argument(parser) -> None:
     parser.add_argument(
         "--overwrite",

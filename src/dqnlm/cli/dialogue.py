@@ -10,6 +10,7 @@ from pathlib import Path
 from dqnlm.cli.common import (
     add_config_arguments,
     add_overwrite_argument,
+    add_trust_argument,
     config_fields_help,
     config_from_run,
 )
@@ -25,14 +26,8 @@ MAX_SHOW_EPISODES = 1_000
 """Dialogues `show` prints at most; a person reads them."""
 AGENT_HELP = "a trained run directory, or `rule` for the rule-based baseline"
 
-
-def _add_trust_argument(p) -> None:
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="let a run directory's saved config read a schema file outside the run "
-        "directory (off by default: a stranger's run should reach nothing beyond itself)",
-    )
+TRUST = "a run directory's saved config read a schema file outside the run directory"
+"""What ``--trust-code`` allows in these commands."""
 
 
 def _agent_arguments(p, split_default: str) -> None:
@@ -57,7 +52,7 @@ def _agent_arguments(p, split_default: str) -> None:
         default=TEST_SEED,
         help=f"first dialogue seed (default {TEST_SEED}, as the run's own eval.json)",
     )
-    _add_trust_argument(p)
+    add_trust_argument(p, TRUST)
 
 
 def add_dialogue_parser(sub) -> None:
@@ -90,7 +85,7 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     add_overwrite_argument(p)
-    _add_trust_argument(p)
+    add_trust_argument(p, TRUST)
 
     p = dialogue.add_parser(
         "eval",
@@ -115,7 +110,7 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
     p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
     p.add_argument("--seed", type=int, default=0, help="picks the example goal shown (default 0)")
-    _add_trust_argument(p)
+    add_trust_argument(p, TRUST)
 
 
 def _load_agent(args, **env_overrides):

@@ -6,7 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
+from dqnlm.cli.common import add_trust_argument
 from dqnlm.errors import DQNLMError
+
+TRUST = "an env_id of the form module:Env (in a sweep file or sweep.json) import its module"
+"""What ``--trust-code`` allows in these commands."""
 
 
 def add_experiment_parsers(sub) -> None:
@@ -23,7 +27,7 @@ def add_experiment_parsers(sub) -> None:
     p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<file name>)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
-    _add_trust(p)
+    add_trust_argument(p, TRUST)
 
     p = sub.add_parser(
         "report",
@@ -35,15 +39,7 @@ def add_experiment_parsers(sub) -> None:
         "sweep_dir", type=Path, metavar="DIR", help="a sweep directory (holds sweep.json)"
     )
     p.add_argument("--baseline", help="the variant others are compared with (default: the first)")
-    _add_trust(p)
-
-
-def _add_trust(p) -> None:
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="let an env_id of the form module:Env import its module (off by default)",
-    )
+    add_trust_argument(p, TRUST)
 
 
 def cmd_sweep(args) -> int:

@@ -11,12 +11,16 @@ from pathlib import Path
 from dqnlm.cli.common import (
     add_config_arguments,
     add_overwrite_argument,
+    add_trust_argument,
     config_fields_help,
     config_from_run,
 )
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
 from dqnlm.seeding import check_seed
+
+TRUST = "a run directory's config import its reward module and read files outside the run (model, prompts, data), and model folders load pickled weights (pytorch_model.bin)"
+"""What ``--trust-code`` allows in these commands."""
 
 
 def _lm_import(name: str):
@@ -85,7 +89,7 @@ def add_lm_parser(sub) -> None:
     _common(p)
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     add_overwrite_argument(p)
-    _add_trust(p)
+    add_trust_argument(p, TRUST)
 
     p = lm.add_parser("eval", help="score a run on held-out prompts")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -97,7 +101,7 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--n", type=int, default=100, help="prompts to score (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _common(p)
-    _add_trust(p)
+    add_trust_argument(p, TRUST)
 
     p = lm.add_parser("generate", help="sample completions of a prompt from a run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -107,7 +111,7 @@ def add_lm_parser(sub) -> None:
     )
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
     _common(p)
-    _add_trust(p)
+    add_trust_argument(p, TRUST)
 
     p = lm.add_parser(
         "explain",
@@ -118,20 +122,10 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.html")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
     _common(p)
-    _add_trust(p)
+    add_trust_argument(p, TRUST)
 
 
 MAX_COMPLETIONS = 10_000  # more than anyone reads from a terminal
-
-
-def _add_trust(p) -> None:
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="let a run directory's config import its reward module and read files outside "
-        "the run (model, prompts, data), and let model folders load pickled weights "
-        "(pytorch_model.bin); off by default, as a stranger's files could run code",
-    )
 
 
 def _common(p) -> None:
