@@ -394,3 +394,16 @@ def test_lm_checkpoints_carry_the_cuda_rng_state(files, tmp_path, two_gpus):
     two_gpus[1] = torch.tensor([0], dtype=torch.uint8)
     LMTrainer.load(tmp_path / "run", trust_code=True)
     assert two_gpus[1].tolist() == [3, 4]
+
+
+def test_perplexity_ignores_a_banned_token_at_padding():
+    """-inf log-prob at a padded position must not turn the NLL into NaN (B3)."""
+    from dqnlm.lm.evaluate import generated_nll
+
+    logits = torch.zeros(1, 4, 3)
+    tokens = torch.tensor([[0, 1, 2, 2]])  # the last token is padding
+    actions = torch.tensor([[0, 1, 1, 0]])  # tokens 1 and 2 were generated
+    clean = generated_nll(logits, tokens, actions)
+    assert clean == pytest.approx(2 * math.log(3))
+    logits[0, 2, 2] = float("-inf")  # the model bans the pad token where it is padding
+    assert generated_nll(logits, tokens, actions) == pytest.approx(clean)

@@ -87,9 +87,11 @@ class LMConfig:
     max_grad_norm: float = 1.0
     """Clip the gradient's global L2 norm to this; 0 disables clipping."""
     shaping: bool = False
-    """Potential-based reward shaping: each token earns the change in reward of the text so
-    far. Per-text returns are unchanged (they telescope) but credit lands on the tokens that
-    earned it. Scores every prefix: new_tokens reward calls per text (cheap for vader).
+    """Potential-based reward shaping with the reward of the text so far as potential: a
+    token earns gamma * R(prefix after it) - R(prefix before it), the last one R(text) -
+    R(prefix before it). The optimal policy is unchanged for any gamma (Ng et al. 1999); with
+    gamma = 1 per-text returns are unchanged too, and credit lands on the tokens that earned
+    it. Scores every prefix: new_tokens reward calls per text (cheap for vader).
     Online only: offline rewards stay on each completion's last token."""
     kl_penalty: float = 0.0
     """Weight of the exact per-token KL(pi || pi_ref) over the vocabulary, added to the loss

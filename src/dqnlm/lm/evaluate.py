@@ -16,6 +16,17 @@ EVAL_SEED_OFFSET = 2_000_006  # evaluation sampling never shares a seed with tra
 EVAL_KEYS = ("reward", "kl", "distinct_1", "distinct_2", "ref_perplexity", "n")
 
 
+def generated_nll(logits: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor) -> float:
+    """Summed negative log-likelihood of the generated tokens (``actions`` marks them).
+
+    Selects rather than multiplies by the mask: a pad token the model bans has log-prob
+    -inf, and ``-inf * 0`` would make the sum NaN.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
+    taken = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return -float(torch.where(actions[:, 1:].bool(), taken, 0.0).sum())
+
+
 def distinct_n(texts: list[str], n: int) -> float:
     """Unique word n-grams over all n-grams in ``texts`` (Li et al. 2016); 0 when there are none."""
     grams = [
@@ -54,11 +65,8 @@ def evaluate(
             rewards += trainer.score(batch_texts).tolist()
             ref_logits = forward_logits(trainer.reference, batch.tokens, batch.attention)
             kls += sequence_kl(ref_logits, batch).tolist()
-            ref_logp = torch.log_softmax(ref_logits[:, :-1], -1)
-            taken = ref_logp.gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)
-            mask = batch.actions[:, 1:]
-            ref_nll -= float((taken * mask).sum())
-            generated += float(mask.sum())
+            ref_nll += generated_nll(ref_logits, batch.tokens, batch.actions)
+            generated += float(batch.actions[:, 1:].sum())
             truncated += batch.truncated
             texts += batch_texts
     count = max(len(prompts), 1)
