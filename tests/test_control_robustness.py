@@ -118,19 +118,22 @@ gymnasium.register("EvilCart-v0", entry_point="gymnasium.envs.classic_control:Ca
 
 
 def test_checkpoint_env_id_cannot_import_a_module_without_trust(tiny, tmp_path, monkeypatch):
-    (tmp_path / "evilmod.py").write_text(EVIL)
+    (tmp_path / "evil_control_env.py").write_text(EVIL)
     monkeypatch.syspath_prepend(str(tmp_path))
     run = tmp_path / "run"
-    DQN(tiny(env_id="evilmod:EvilCart-v0", total_steps=200), run).learn(
-        progress=False, tensorboard=False
-    )
-    (tmp_path / "ran.txt").unlink()
-    monkeypatch.delitem(sys.modules, "evilmod")
+    try:
+        DQN(tiny(env_id="evil_control_env:EvilCart-v0", total_steps=200), run).learn(
+            progress=False, tensorboard=False
+        )
+        (tmp_path / "ran.txt").unlink()
+        sys.modules.pop("evil_control_env")
 
-    with pytest.raises(UntrustedInput, match="evilmod"):
-        DQN.load(run)
-    assert not (tmp_path / "ran.txt").exists()  # refused before anything was imported
-    assert DQN.load(run, trust_code=True).global_step == 200
+        with pytest.raises(UntrustedInput, match="evil_control_env"):
+            DQN.load(run)
+        assert not (tmp_path / "ran.txt").exists()  # refused before anything was imported
+        assert DQN.load(run, trust_code=True).global_step == 200
+    finally:  # other tests must not find this module cached
+        sys.modules.pop("evil_control_env", None)
 
 
 def test_own_modules_need_no_trust(tiny, tmp_path):
