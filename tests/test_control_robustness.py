@@ -164,6 +164,8 @@ def test_config_file_env_id_needs_trust(tmp_path, capsys):
         (["--env", "CartPole-v1", "--seed", str(2**64)], str(2**64)),
         (["--env", "CartPole-v1", "--set", "buffer_size=100000000000"], "buffer"),
         (["--env", "CartPole-v1", "--set", "hidden_sizes=[100000, 100000]"], "100000"),
+        (["--env", "CartPole-v1", "--set", "n_envs=100000000"], "n_envs"),
+        (["--env", "CartPole-v1", "--set", "total_steps=1e30"], "total_steps"),
     ],
 )
 def test_bad_train_input_is_one_line(tmp_path, capsys, args, named):
@@ -235,3 +237,19 @@ def test_a_config_that_is_no_page_of_settings_is_one_line(tmp_path, capsys, make
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and path[make] in err, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--episodes", "100000000"], "--episodes"),
+        (["--seed", "-1"], "-1"),
+        (["--seed", str(2**70)], str(2**70)),
+        (["--seed", str(MAX_SEED - 2), "--episodes", "5"], "--seed plus --episodes"),
+    ],
+)
+def test_bad_eval_input_is_one_line(tiny, tmp_path, capsys, args, named):
+    DQN(tiny(total_steps=200), tmp_path / "run").learn(progress=False, tensorboard=False)
+    code = main(["eval", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and named in err, err

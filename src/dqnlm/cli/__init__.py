@@ -24,10 +24,11 @@ from dqnlm.cli.common import (
 from dqnlm.cli.dialogue import add_dialogue_parser, cmd_dialogue
 from dqnlm.cli.experiments import add_experiment_parsers, cmd_report, cmd_sweep
 from dqnlm.cli.lm import add_lm_parser, cmd_lm
-from dqnlm.control.config import DQNConfig
+from dqnlm.control.config import LIMITS, DQNConfig
 from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
+from dqnlm.seeding import check_seed
 from dqnlm.trust import check_module_reference
 
 TRUST = "a run directory or config file import modules outside dqnlm (a `module:Env` env_id)"
@@ -177,8 +178,13 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from dqnlm.control import DQN
 
-    if args.episodes < 1:
-        raise DQNLMError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 1 <= args.episodes <= LIMITS["final_eval_episodes"]:
+        raise DQNLMError(
+            f"--episodes must be in [1, {LIMITS['final_eval_episodes']:,}], got {args.episodes:,}"
+        )
+    if args.seed is not None:  # episode i plays seed + i
+        check_seed(args.seed, "--seed")
+        check_seed(args.seed + args.episodes - 1, "--seed plus --episodes - 1")
     agent = DQN.load(args.run_dir, device=args.device, replay=False, trust_code=args.trust_code)
     result = agent.evaluate(args.episodes, args.seed)
     result["step"] = agent.global_step

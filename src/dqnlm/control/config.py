@@ -15,6 +15,14 @@ from dqnlm.core.target import TARGET_MODES
 from dqnlm.errors import ConfigError
 from dqnlm.seeding import MAX_SEED
 
+LIMITS = {
+    "total_steps": 10_000_000_000,
+    "n_envs": 1024,
+    "eval_episodes": 100_000,
+    "final_eval_episodes": 100_000,
+}
+"""Upper bounds on counts, far beyond any experiment's need."""
+
 
 @dataclass(frozen=True)
 class DQNConfig:
@@ -118,6 +126,11 @@ class DQNConfig:
             f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}",
         )
         need(bool(self.env_id.strip()), f"env_id must name an environment, got {self.env_id!r}")
+        # caps on what has no sane use (a typo of 1e30 steps would train forever, and 1e8
+        # envs would hang building them before any memory estimate could refuse them)
+        for name, cap in LIMITS.items():
+            value = getattr(self, name)
+            need(value <= cap, f"{name} must be at most {cap:,}, got {value:,}")
 
         for name in ("total_steps", "learning_starts", "eval_interval"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
