@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
 from dqnlm import DQNConfig
 
 torch.set_num_threads(1)
+
+# A shell that starts a job in the background (as CI may) makes it ignore SIGINT, and
+# Python then installs no KeyboardInterrupt handler. Ctrl-C tests need the handler an
+# interactive terminal gets; children spawned by the tests inherit the default again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY = {
     "env_id": "CartPole-v1",
