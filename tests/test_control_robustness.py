@@ -67,20 +67,21 @@ def test_keep_best_restores_better_validation_weights(tiny):
     agent = DQN(tiny(keep_best=True))
     best = {k: torch.randn_like(v) for k, v in agent.q_net.state_dict().items()}
     agent.best_weights, agent.best_return = best, float("inf")
-    agent._restore_best()
+    assert agent._restore_best()
     assert all(torch.equal(agent.q_net.state_dict()[k], best[k]) for k in best)
 
     agent = DQN(tiny(keep_best=True))
     before = {k: v.clone() for k, v in agent.q_net.state_dict().items()}
     agent.best_weights, agent.best_return = best, -1.0  # worse than any CartPole return
-    agent._restore_best()
+    assert not agent._restore_best()
     assert all(torch.equal(agent.q_net.state_dict()[k], before[k]) for k in before)
 
 
 def test_keep_best_survives_resume(tiny, tmp_path):
     config = tiny(keep_best=True, eval_interval=200, total_steps=400, checkpoint_interval=200)
     agent = DQN(config, tmp_path / "run")
-    agent.learn(progress=False, tensorboard=False)
+    result = agent.learn(progress=False, tensorboard=False)
+    assert isinstance(result["kept_best"], bool)  # eval.json says whether it happened
     loaded = DQN.load(tmp_path / "run")
     assert loaded.best_return == agent.best_return > 0
     assert all(

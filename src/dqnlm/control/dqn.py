@@ -294,11 +294,11 @@ class DQN:
                     self.elapsed = time.perf_counter() - start
                     self.save_checkpoint()
             bar.close()
-            if cfg.keep_best and not self.stopped_early:
-                self._restore_best()
+            kept_best = cfg.keep_best and not self.stopped_early and self._restore_best()
             final = self.evaluate(cfg.final_eval_episodes)
             self.elapsed = time.perf_counter() - start
             final["step"], final["stopped_early"] = self.global_step, self.stopped_early
+            final["kept_best"] = bool(kept_best)  # the final weights are an earlier best
             if self.run_dir is not None:
                 logger.log(
                     self.global_step,
@@ -325,15 +325,17 @@ class DQN:
             if logger:
                 logger.close()
 
-    def _restore_best(self) -> None:
+    def _restore_best(self) -> bool:
         """Put back the best validation weights if the final ones score lower on the same
-        validation episodes. Selection never sees the test seeds."""
+        validation episodes; returns whether it did. Selection never sees the test seeds."""
         if self.best_weights is None:
-            return
+            return False
         cfg = self.config
         now = self.evaluate(cfg.eval_episodes, self.seeds.validation)["mean_return"]
-        if self.best_return > now:
-            self.q_net.load_state_dict(self.best_weights)
+        if self.best_return <= now:
+            return False
+        self.q_net.load_state_dict(self.best_weights)
+        return True
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
