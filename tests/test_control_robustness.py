@@ -3,6 +3,7 @@ and bad input (one line, non-zero exit, nothing written)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -254,3 +255,26 @@ def test_bad_eval_input_is_one_line(tiny, tmp_path, capsys, args, named):
     code = main(["eval", str(tmp_path / "run"), *args])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and named in err, err
+
+
+def test_a_signalled_sweep_worker_starts_no_further_run(tiny, tmp_path, monkeypatch):
+    """The pool queues more runs than it has workers; a worker that a SIGTERM stopped
+    mid-run must not go on to train the next queued one."""
+    from dqnlm.experiments import sweep
+
+    monkeypatch.setattr(sweep, "_state", "idle")
+    first = sweep.Run("cartpole", "v", 0, dataclasses.asdict(tiny(total_steps=400)))
+    second = sweep.Run("cartpole", "v", 1, dataclasses.asdict(tiny(total_steps=400, seed=1)))
+    learn = DQN.learn
+
+    def signalled(agent, **kwargs):
+        agent._update = lambda: sweep._on_signal(15, None)  # SIGTERM in the first update
+        return learn(agent, **kwargs)
+
+    monkeypatch.setattr(DQN, "learn", signalled)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.execute(first, first.directory(tmp_path))
+    assert (first.directory(tmp_path) / "checkpoints" / "latest.json").is_file()
+    with pytest.raises(KeyboardInterrupt):
+        sweep.execute(second, second.directory(tmp_path))
+    assert not second.directory(tmp_path).exists()

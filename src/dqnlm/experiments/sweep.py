@@ -282,6 +282,8 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
 
     torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
     global _state
+    if _state == "stopping":  # a signal stopped this worker's last run: start no other
+        raise KeyboardInterrupt
     _state = "training"
     try:
         with claim_run_dir(run_dir):
@@ -292,7 +294,8 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
                 agent = DQN(_config(run.config, str(run_dir)), run_dir)
             result = agent.learn(progress=False, tensorboard=False)
     finally:
-        _state = "idle"
+        if _state == "training":  # "stopping" stays: the pool may hand this worker more runs
+            _state = "idle"
     return {"run": str(run_dir), "mean_return": result["mean_return"]}
 
 
