@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import html
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from dqnlm.core.rng import fork_rng
 from dqnlm.lm.generation import decode_completions, forward_logits
-from dqnlm.lm.trainer import LMTrainer, anchored_q, sequence_kl
+from dqnlm.lm.qlearning import anchored_q, sequence_kl
+
+if TYPE_CHECKING:  # evaluate is called by the trainer: no run-time import back
+    from dqnlm.lm.trainer import LMTrainer
 
 EVAL_SEED_OFFSET = 2_000_006  # evaluation sampling never shares a seed with training
 EVAL_KEYS = ("reward", "kl", "distinct_1", "distinct_2", "ref_perplexity", "n")

@@ -7,15 +7,14 @@ copy of the weights exists.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
 from pathlib import Path
 
 import torch
 
 from dqnlm.errors import DQNLMError
+from dqnlm.lm.quiet import quiet_transformers
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -31,22 +30,6 @@ def resolve_model_source(spec: str, progress: bool = True) -> str:
         print(f"no embedded model in {default} yet: pretraining it once (about 5 minutes)")
         pretrain(PretrainConfig(), default, progress=progress)
     return str(default)
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load-time chatter (progress bars, hub retries) for one call."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
 
 
 def _location(source: str) -> tuple[str, dict]:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from dqnlm.errors import DQNLMError
 from dqnlm.lm.data import load_reviews, opening_words, split_reviews
-from dqnlm.lm.models import quiet_transformers
+from dqnlm.lm.quiet import quiet_transformers
 
 EOS = "<|endoftext|>"
 SUMMARY = "pretrain.json"

@@ -17,6 +17,7 @@ from dqnlm.core.td import double_value, greedy_value, lambda_returns, soft_value
 
 if TYPE_CHECKING:
     from dqnlm.lm.config import LMConfig
+    from dqnlm.lm.generation import TokenBatch
 
 TargetKind = Literal["soft", "max", "double"]
 
@@ -134,3 +135,13 @@ def update_loss(
         gap = torch.where(p > 0, logp - prior[:, :-1][rows], 0.0)
         loss = loss + cfg.kl_penalty * (p * gap).sum() / count
     return loss, cql, taken.detach().sum() / count
+
+
+def sequence_kl(ref_logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    """Per-text sum over generated tokens of log pi(a|s) - log pi_ref(a|s), where pi is the
+    distribution each token was drawn from (temperature, top-k, top-p and min_new_tokens
+    included): a sample of the sequence KL(pi || pi_ref) in nats."""
+    taken = batch.tokens[:, 1:, None]
+    ref_logp = torch.log_softmax(ref_logits[:, :-1], -1).gather(-1, taken).squeeze(-1)
+    generated = batch.actions[:, 1:].bool()  # select, not multiply: padding may hold -inf - -inf
+    return torch.where(generated, batch.logprobs[:, 1:] - ref_logp, 0.0).sum(1)

@@ -57,12 +57,12 @@ from dqnlm.lm.models import (
     is_adapter,
     load_model,
     load_tokenizer,
-    quiet_transformers,
     reference_of,
     resolve_model_source,
 )
 from dqnlm.lm.pretrain import replace_dir
-from dqnlm.lm.qlearning import anchored_q, update_loss  # noqa: F401 (anchored_q: re-exported)
+from dqnlm.lm.qlearning import sequence_kl, update_loss
+from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
 from dqnlm.metrics import MetricsLogger, save_figure
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
@@ -123,16 +123,6 @@ def sequence_rewards(batch: TokenBatch, scores: torch.Tensor) -> torch.Tensor:
     rewards = torch.zeros_like(batch.actions)
     rewards[torch.arange(len(scores)), batch.last_action()] = scores.to(rewards)
     return rewards
-
-
-def sequence_kl(ref_logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    """Per-text sum over generated tokens of log pi(a|s) - log pi_ref(a|s), where pi is the
-    distribution each token was drawn from (temperature, top-k, top-p and min_new_tokens
-    included): a sample of the sequence KL(pi || pi_ref) in nats."""
-    taken = batch.tokens[:, 1:, None]
-    ref_logp = torch.log_softmax(ref_logits[:, :-1], -1).gather(-1, taken).squeeze(-1)
-    generated = batch.actions[:, 1:].bool()  # select, not multiply: padding may hold -inf - -inf
-    return torch.where(generated, batch.logprobs[:, 1:] - ref_logp, 0.0).sum(1)
 
 
 BUILT_IN_PROMPTS = ("imdb", "imdb-held-out", "general")
