@@ -47,6 +47,18 @@ def share_of_x(texts: list[str]) -> list[float]:
     return [sum(w == "x" for w in t.split()) / max(1, len(t.split())) for t in texts]
 
 
+SMALL_RUN = dict(
+    rounds=4,
+    prompts_per_round=8,
+    new_tokens=6,
+    updates_per_round=2,
+    batch_size=8,
+    replay_capacity=64,
+    checkpoint_every=2,
+)
+"""A few rounds with a checkpoint every other round: for resume and precision tests."""
+
+
 def toy_config(model: Path, prompts: Path, **overrides):
     """An LMConfig on the tiny GPT-2, rewarded for saying ``x``; a round takes ~0.1 s."""
     from dqnlm.lm.config import LMConfig

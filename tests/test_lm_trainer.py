@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from lm_helpers import save_tiny_lm, toy_config, write_prompts  # noqa: E402
+from lm_helpers import SMALL_RUN, save_tiny_lm, toy_config, write_prompts  # noqa: E402
 
 from dqnlm.cli import main  # noqa: E402
 from dqnlm.errors import DQNLMError, TrainingDiverged  # noqa: E402
@@ -44,16 +44,7 @@ def toy(files):
     model, prompts = files
 
     def make(**overrides) -> LMConfig:
-        small = dict(
-            rounds=4,
-            prompts_per_round=8,
-            new_tokens=6,
-            updates_per_round=2,
-            batch_size=8,
-            replay_capacity=64,
-            checkpoint_every=2,
-        )
-        return toy_config(model, prompts, **{**small, **overrides})
+        return toy_config(model, prompts, **{**SMALL_RUN, **overrides})
 
     return make
 

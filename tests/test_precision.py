@@ -49,7 +49,7 @@ def test_float32_parameters_are_their_own_masters():
 # --------------------------------------------------------------- the LM trainer in bfloat16
 pytest.importorskip("transformers")
 
-from lm_helpers import save_tiny_lm, toy_config, write_prompts  # noqa: E402
+from lm_helpers import SMALL_RUN, save_tiny_lm, toy_config, write_prompts  # noqa: E402
 
 from dqnlm.lm.trainer import LMTrainer  # noqa: E402
 
@@ -61,17 +61,7 @@ def bf16_config(tmp_path_factory):
     prompts = write_prompts(root / "prompts.jsonl", ["a b", "c d e", "f"])
 
     def make(**overrides):
-        small = dict(
-            dtype="bfloat16",
-            rounds=4,
-            prompts_per_round=8,
-            new_tokens=6,
-            updates_per_round=2,
-            batch_size=8,
-            replay_capacity=64,
-            checkpoint_every=2,
-        )
-        return toy_config(model, prompts, **{**small, **overrides})
+        return toy_config(model, prompts, **{**SMALL_RUN, "dtype": "bfloat16", **overrides})
 
     return make
 
