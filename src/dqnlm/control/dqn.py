@@ -7,50 +7,31 @@ network, and log, evaluate and checkpoint on fixed env-step intervals.
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import contextlib
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from dqnlm.config_io import to_toml
 from dqnlm.control.config import DQNConfig
 from dqnlm.control.envs import env_spaces, make_vec_env, run_episodes
 from dqnlm.control.metrics import COLUMNS, plot_runs
-from dqnlm.core.checkpoint import (
-    CheckpointError,
-    atomic_write_text,
-    load_checkpoint,
-    load_optimizer_state,
-    optimizer_state,
-    save_checkpoint,
-)
-from dqnlm.core.losses import dqn_loss
+from dqnlm.core.acting import epsilon_greedy
+from dqnlm.core.checkpoint import load_optimizer_state, optimizer_state
+from dqnlm.core.losses import dqn_loss, gradient_step
 from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
-from dqnlm.core.rng import restore_rng, rng_tensors
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
-from dqnlm.errors import DQNLMError, TrainingDiverged
-from dqnlm.metrics import MetricsLogger
 from dqnlm.resources import check_fits
+from dqnlm.run import Run, Trainer
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_module_reference
 
-CHECKPOINTS = "checkpoints"
 
-
-def _crossed(before: int, now: int, interval: int) -> bool:
-    """Whether a multiple of ``interval`` lies in ``(before, now]``."""
-    return interval > 0 and now // interval > before // interval
-
-
-class DQN:
+class DQN(Trainer):
     """Deep Q-learning with experience replay and a target network.
 
     >>> agent = DQN(DQNConfig(env_id="CartPole-v1", total_steps=20_000))
@@ -99,8 +80,6 @@ class DQN:
         # counters, saved in checkpoints
         self.global_step = 0  # env steps, summed over envs
         self.num_updates = 0  # gradient updates; drives the target network
-        self.elapsed = 0.0  # wall-clock seconds of training, across resumes
-        self.last_checkpoint: Path | None = None
         self.stopped_early = False  # stop_at_return was reached
         # keep_best: the best periodic validation score and the weights that earned it
         self.best_return = -math.inf
@@ -115,12 +94,8 @@ class DQN:
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions; skips the network when every action is random."""
-        n = len(obs)
-        explore = self.rng.random(n) < epsilon
-        random_actions = self.rng.integers(0, self.q_net.head.out_features, size=n)
-        if explore.all():
-            return random_actions
-        return np.where(explore, random_actions, self.predict(obs))
+        n_actions = self.q_net.head.out_features
+        return epsilon_greedy(self.rng, self.predict, obs, epsilon, n_actions)
 
     def evaluate(self, episodes: int | None = None, seed: int | None = None) -> dict:
         """Greedy returns of ``episodes`` episodes seeded ``seed, seed + 1, ...``.
@@ -162,11 +137,7 @@ class DQN:
             batch = self.replay.sample(cfg.batch_size)
         loss, q, td_error = dqn_loss(self.q_net, self.target, batch, cfg.loss, cfg.double_dqn)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm, foreach=True)
-        self.optimizer.step()
+        gradient_step(self.optimizer, self._params, loss, cfg.max_grad_norm)
         self.num_updates += 1
         self.target.update(self.num_updates)
         if cfg.prioritized:
@@ -177,13 +148,6 @@ class DQN:
     def learn(self, progress: bool = True, tensorboard: bool = True) -> dict:
         """Train until ``total_steps`` env steps; returns the final evaluation."""
         cfg = self.config
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
-            resumed = self.global_step if self.last_checkpoint else None
-            logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resume_step=resumed)
-        else:
-            logger = None
         envs = make_vec_env(cfg.env_id, cfg.n_envs)
         # a resumed run cannot restore mid-episode env state: it starts new episodes
         obs, _ = envs.reset(seed=self.seeds.train + self.global_step)
@@ -193,17 +157,11 @@ class DQN:
         recent: list[float] = []  # returns of episodes finished since the last log row
         last_return = last_loss = last_q = None
         losses, qs = [], []
-        postfix: dict[str, str] = {}  # progress-bar fields: recent return, epsilon, loss, eval
-        start = time.perf_counter() - self.elapsed
-        bar = tqdm(
-            total=cfg.total_steps,
-            initial=self.global_step,
-            disable=not progress,
-            unit="step",
-            dynamic_ncols=True,
-            desc=cfg.env_id,
-        )
-        try:
+        run = Run(
+            self, COLUMNS, total=cfg.total_steps, unit="step", desc=cfg.env_id,
+            progress=progress, tensorboard=tensorboard,
+        )  # fmt: skip
+        with contextlib.closing(envs), run:
             while self.global_step < cfg.total_steps and not self.stopped_early:
                 # uniform random play fills the buffer before learning starts (as SB3)
                 random_play = self.global_step < cfg.learning_starts
@@ -237,93 +195,66 @@ class DQN:
                         group["lr"] = self._lr()
                     for _ in range(rounds * cfg.gradient_steps):
                         loss, mean_q = self._update()
-                        if not (math.isfinite(loss) and math.isfinite(mean_q)):
-                            raise TrainingDiverged(
-                                f"training diverged at env step {self.global_step} "
-                                f"(gradient update {self.num_updates}): loss={loss}, mean Q={mean_q}; "
-                                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-                            )
+                        run.check_finite(self.where(), loss=loss, mean_q=mean_q)
                         losses.append(loss)
                         qs.append(mean_q)
-                bar.update(self.global_step - before)
+                run.advance(self.global_step - before)
 
                 now = self.global_step
-                if _crossed(before, now, cfg.log_interval) or now >= cfg.total_steps:
+                if run.due(before, now, cfg.log_interval) or now >= cfg.total_steps:
                     if recent:
                         last_return = float(np.mean(recent))
                     if losses:
                         last_loss, last_q = float(np.mean(losses)), float(np.mean(qs))
                     recent, losses, qs = [], [], []
-                    if logger:
-                        logger.log(
-                            now,
-                            time_s=time.perf_counter() - start,
-                            episode_return=last_return,
-                            loss=last_loss,
-                            mean_q=last_q,
-                            epsilon=epsilon,
-                        )
-                    postfix["ret"] = f"{last_return:.1f}" if last_return is not None else "-"
-                    postfix["eps"] = f"{epsilon:.3f}"
-                    postfix["loss"] = f"{last_loss:.3g}" if last_loss is not None else "-"
-                    bar.set_postfix(postfix, refresh=False)
-                if _crossed(before, now, cfg.eval_interval) and now < cfg.total_steps:
+                    run.log(
+                        now,
+                        episode_return=last_return,
+                        loss=last_loss,
+                        mean_q=last_q,
+                        epsilon=epsilon,
+                    )
+                    run.advance(
+                        0,
+                        ret="-" if last_return is None else f"{last_return:.1f}",
+                        eps=f"{epsilon:.3f}",
+                        loss="-" if last_loss is None else f"{last_loss:.3g}",
+                    )
+                if run.due(before, now, cfg.eval_interval) and now < cfg.total_steps:
                     result = self.evaluate(cfg.eval_episodes, self.seeds.validation)
-                    if logger:
-                        logger.log(
-                            now,
-                            time_s=time.perf_counter() - start,
-                            eval_return=result["mean_return"],
-                            q_overestimation=result["q_overestimation"],
-                        )
-                    postfix["eval"] = f"{result['mean_return']:.1f}"
+                    run.log(
+                        now,
+                        eval_return=result["mean_return"],
+                        q_overestimation=result["q_overestimation"],
+                    )
+                    run.advance(0, eval=f"{result['mean_return']:.1f}")
                     if cfg.keep_best and result["mean_return"] > self.best_return:
                         self.best_return = result["mean_return"]
                         self.best_weights = _copy(self.q_net.state_dict())
-                    bar.set_postfix(postfix, refresh=False)
                     if (
                         cfg.stop_at_return is not None
                         and result["mean_return"] >= cfg.stop_at_return
                     ):
                         self.stopped_early = True
-                if (
-                    self.run_dir is not None
-                    and _crossed(before, now, cfg.checkpoint_interval)
-                    and now < cfg.total_steps
-                ):
-                    self.elapsed = time.perf_counter() - start
-                    self.save_checkpoint()
-            bar.close()
+                if run.due(before, now, cfg.checkpoint_interval) and now < cfg.total_steps:
+                    run.checkpoint()
+                run.safe_point()
             kept_best = cfg.keep_best and not self.stopped_early and self._restore_best()
             final = self.evaluate(cfg.final_eval_episodes)
-            self.elapsed = time.perf_counter() - start
             final["step"], final["stopped_early"] = self.global_step, self.stopped_early
             final["kept_best"] = bool(kept_best)  # the final weights are an earlier best
-            if self.run_dir is not None:
-                logger.log(
-                    self.global_step,
-                    time_s=self.elapsed,
-                    eval_return=final["mean_return"],
-                    q_overestimation=final["q_overestimation"],
-                )
-                # eval.json first: a kill between the two resumes from the previous
-                # checkpoint, never from a finished one whose final row is already logged
-                atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1))
-                self.save_checkpoint()
-                logger.close()
-                logger = None
-                plot_runs([self.run_dir], self.run_dir / "learning_curve.png", title=cfg.env_id)
-            return final
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises it): keep the progress
-            if self.run_dir is not None and self.global_step > 0:
-                self.elapsed = time.perf_counter() - start
-                self.save_checkpoint()
-            raise
-        finally:
-            bar.close()
-            envs.close()
-            if logger:
-                logger.close()
+            run.log(
+                self.global_step,
+                eval_return=final["mean_return"],
+                q_overestimation=final["q_overestimation"],
+            )
+            # eval.json first: a kill between the two resumes from the previous
+            # checkpoint, never from a finished one whose final row is already logged
+            run.finish(final)
+            run.checkpoint()
+        if self.run_dir is not None:
+            plot_runs([self.run_dir], self.run_dir / "learning_curve.png", title=cfg.env_id)
+        return final
 
     def _restore_best(self) -> bool:
         """Put back the best validation weights if the final ones score lower on the same
@@ -338,89 +269,57 @@ class DQN:
         return True
 
     # ------------------------------------------------------------- checkpoints
-    def save_checkpoint(self) -> Path:
-        """Write weights, optimizer, RNG states and counters to ``run_dir/checkpoints``."""
-        if self.run_dir is None:
-            raise DQNLMError("this agent has no run directory to save checkpoints in")
-        if not all(torch.isfinite(p).all() for p in self.q_net.parameters()):
-            raise TrainingDiverged(
-                f"training diverged at env step {self.global_step}: the Q-network's weights are "
-                f"not finite; last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
+    @property
+    def step(self) -> int:
+        return self.global_step
+
+    def where(self) -> str:
+        return f"env step {self.global_step} (gradient update {self.num_updates})"
+
+    def finite(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.q_net.parameters())
+
+    def state(self):
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
         tensors.update(opt_tensors)
-        tensors.update(rng_tensors())  # CPU and, on a GPU, every CUDA generator
         if self.best_weights is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
         meta = {
-            "config": dataclasses.asdict(self.config),
-            "global_step": self.global_step,
             "num_updates": self.num_updates,
             "stopped_early": self.stopped_early,
             "best_return": self.best_return if self.best_weights is not None else None,
-            "elapsed_s": self.elapsed,
             "optimizer": opt_meta,
             "rng": {
                 "explore": self.rng.bit_generator.state,
                 "replay": self.replay.rng.bit_generator.state,
             },
         }
-        arrays = self.replay.state_dict() if self.config.save_replay else None
-        self.last_checkpoint = save_checkpoint(
-            self.run_dir / CHECKPOINTS, self.global_step, tensors, meta, arrays
-        )
-        return self.last_checkpoint
+        return tensors, meta, self.replay.state_dict() if self.config.save_replay else None
+
+    def load_state(self, tensors, meta, arrays) -> None:
+        self.q_net.load_state_dict(_prefixed(tensors, "q_net."))
+        self.target.load_state_dict(_prefixed(tensors, "target."))
+        load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        self.rng.bit_generator.state = meta["rng"]["explore"]
+        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
+        if arrays is not None:
+            self.replay.load_state_dict(arrays)
+        self.global_step = int(meta["step"])
+        self.num_updates = int(meta["num_updates"])
+        self.stopped_early = bool(meta["stopped_early"])
+        if meta["best_return"] is not None:
+            self.best_return = float(meta["best_return"])
+            self.best_weights = _prefixed(tensors, "best.")
 
     @classmethod
-    def load(
-        cls,
-        run_dir: str | Path,
-        device: str | None = None,
-        replay: bool = True,
-        total_steps: int | None = None,
-        trust_code: bool = False,
-    ) -> DQN:
-        """Rebuild an agent from the newest checkpoint in ``run_dir`` (ready to evaluate or resume).
-
-        A checkpoint's ``env_id`` may not import a module outside dqnlm (Gymnasium's
-        ``module:Env``) unless ``trust_code``: the run directory may come from a stranger.
-        """
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise CheckpointError(f"run directory {run_dir} does not exist")
-        ckpt = load_checkpoint(run_dir / CHECKPOINTS, with_arrays=replay)
-        try:
-            config = DQNConfig(**_tuples(ckpt.meta["config"]))
-            check_module_reference(config.env_id, "env_id", str(ckpt.path), trust_code)
-            if device is not None:
-                config = dataclasses.replace(config, device=device)
-            if total_steps is not None:  # extend or shorten a resumed run; schedules follow
-                config = dataclasses.replace(config, total_steps=total_steps)
-            agent = cls(config, run_dir)
-            tensors = ckpt.tensors
-            agent.q_net.load_state_dict(_prefixed(tensors, "q_net."))
-            agent.target.load_state_dict(_prefixed(tensors, "target."))
-            load_optimizer_state(agent.optimizer, tensors, ckpt.meta["optimizer"])
-            restore_rng(tensors)
-            agent.rng.bit_generator.state = ckpt.meta["rng"]["explore"]
-            agent.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
-            if ckpt.arrays is not None:
-                agent.replay.load_state_dict(ckpt.arrays)
-            agent.global_step = int(ckpt.meta["global_step"])
-            agent.num_updates = int(ckpt.meta["num_updates"])
-            agent.elapsed = float(ckpt.meta["elapsed_s"])
-            agent.stopped_early = bool(ckpt.meta.get("stopped_early", False))
-            if ckpt.meta.get("best_return") is not None:
-                agent.best_return = float(ckpt.meta["best_return"])
-                agent.best_weights = _prefixed(tensors, "best.")
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
-        if not all(torch.isfinite(v).all() for v in agent.q_net.state_dict().values()):
-            raise CheckpointError(f"checkpoint {ckpt.path} holds non-finite Q-network weights")
-        agent.last_checkpoint = ckpt.path
-        return agent
+    def config_from_checkpoint(cls, values, run_dir, source, trust_code) -> DQNConfig:
+        """A checkpoint's ``env_id`` may not import a module outside dqnlm (Gymnasium's
+        ``module:Env``) unless ``trust_code``: the run directory may come from a stranger."""
+        config = DQNConfig(**_tuples(values))
+        check_module_reference(config.env_id, "env_id", source, trust_code)
+        return config
 
 
 def estimate_bytes(cfg: DQNConfig, obs_dim: int, n_actions: int) -> int:

@@ -75,3 +75,18 @@ def dqn_loss(
         target = td_target(batch.rewards, next_value, batch.terminated, batch.discounts)
     loss, td_error = td_loss(q, target, kind, batch.weights)
     return loss, q, td_error
+
+
+def gradient_step(
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    loss: torch.Tensor,
+    max_grad_norm: float,
+) -> None:
+    """Backpropagate ``loss`` and step ``optimizer``, clipping the global gradient norm of
+    ``params`` to ``max_grad_norm`` first (0: no clipping)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+    optimizer.step()
