@@ -16,17 +16,13 @@ import torch
 
 import dqnlm.core.losses as losses_module
 from dqnlm.core.networks import QNetwork
+from dqnlm.core.target import TARGET_MODES
 from dqnlm.dialogue import DialogueConfig, DialogueEnv, RuleAgent, evaluate, load_domain
-from dqnlm.dialogue.config import TARGET_UPDATES, DialogueDQNConfig
-from dqnlm.dialogue.dqn import (
-    TEST_SEED,
-    VALIDATION_SEED,
-    DialogueDQN,
-    QPolicy,
-    load_policy,
-)
+from dqnlm.dialogue.config import DialogueDQNConfig
+from dqnlm.dialogue.dqn import DialogueDQN, QPolicy, load_policy
 from dqnlm.errors import ConfigError
 from dqnlm.metrics import read_metrics
+from dqnlm.seeding import seed_streams
 
 TINY = {
     "warm_start_dialogues": 20,
@@ -119,7 +115,7 @@ def visited():
         (
             "target_update",
             "soft",
-            "target_update must be one of epoch, hard, polyak, none, got 'soft'",
+            "target_update must be one of hard, polyak, none, got 'soft'",
         ),
         ("device", "tpu", "device must be cpu, cuda or auto, got 'tpu'"),
         ("max_turns", 2, "max_turns must be in [3, 1000], got 2"),
@@ -146,8 +142,7 @@ def test_config_reports_every_problem_at_once():
 
 def test_defaults_are_valid_and_every_target_update_builds():
     assert DialogueDQNConfig().validate() == DialogueDQNConfig()
-    assert TARGET_UPDATES == ("epoch", "hard", "polyak", "none")
-    for mode in TARGET_UPDATES:
+    for mode in TARGET_MODES:
         agent = DialogueDQN(tiny(target_update=mode))
         assert (agent.target.module is agent.q_net) == (mode == "none")
 
@@ -269,28 +264,19 @@ def spy_updates(monkeypatch, agent, record):
 
     def update():
         before = weights(agent.target.module)
-        real()
+        result = real()
         record(before)
+        return result
 
     monkeypatch.setattr(agent, "_update", update)
 
 
-def test_epoch_target_is_synced_after_each_epoch_only(monkeypatch):
-    agent = DialogueDQN(tiny(target_update="epoch", keep_best=False))
-    differs, syncs = [], []
-    spy_updates(monkeypatch, agent, lambda _: differs.append(not synced(agent)))
-    real_sync = agent.target.update
-
-    def sync(n):
-        done = real_sync(n)
-        syncs.append((n, done, synced(agent)))
-        return done
-
-    monkeypatch.setattr(agent.target, "update", sync)
-    agent.learn(progress=False, tensorboard=False)
-    assert syncs == [(1, True, True), (2, True, True)]  # once per epoch, equal right after
-    assert len(differs) == agent.num_updates >= 10 and all(differs)  # mid-epoch: lagging
-    assert synced(agent)
+def test_the_per_epoch_copy_is_a_period_in_gradient_updates():
+    """TC-Bot's copy per epoch is now hard with a period in gradient updates: the old
+    `epoch` rule is refused with a pointer to it."""
+    with pytest.raises(ConfigError, match="target_update_period, in gradient updates"):
+        DialogueDQNConfig(target_update="epoch").validate()
+    assert DialogueDQNConfig().target_update == "hard"
 
 
 def test_hard_target_copies_every_period_updates(monkeypatch):
@@ -304,7 +290,7 @@ def test_hard_target_copies_every_period_updates(monkeypatch):
 
 def test_polyak_target_moves_by_tau(monkeypatch):
     tau = 0.1
-    agent = DialogueDQN(tiny(target_update="polyak", tau=tau, epochs=1))
+    agent = DialogueDQN(tiny(target_update="polyak", tau=tau, target_update_period=1, epochs=1))
     checked = []
 
     def record(before):
@@ -349,12 +335,11 @@ def test_updates_run_on_the_configured_device(monkeypatch):
     monkeypatch.setattr(dqn_module, "resolve_device", lambda name: torch.device("meta"))
     agent = DialogueDQN(tiny(batch_size=4))
     assert next(agent.q_net.parameters()).device.type == "meta"
-    agent._rule = RuleAgent(agent.env.domain)
-    agent._rule.reset()
-    agent._play(agent._rule_act, learn=False)
-    agent._losses, agent._qs = [], []
-    agent._update()
-    assert agent.num_updates == 1 and agent._losses[0].device.type == "meta"
+    rule = RuleAgent(agent.env.domain)
+    rule.reset()
+    agent._play(lambda obs: rule.act(obs, agent.env.tracker))
+    loss, _ = agent._update()
+    assert agent.num_updates == 1 and loss.device.type == "meta"
     states = torch.zeros(3, agent.env.tracker.dim, device="meta")
     assert agent.mask.invalid(states).device.type == "meta"
 
@@ -365,15 +350,15 @@ def test_warm_start_fills_the_replay_before_learning(monkeypatch):
     plays, updates_at = [], []
     real_play, real_update = agent._play, agent._update
 
-    def play(choose, learn=True):
-        before = len(agent.replay)
-        result = real_play(choose, learn)
+    def play(choose):
+        before, learn = len(agent.replay), agent.dialogues >= cfg.warm_start_dialogues
+        result = real_play(choose)
         plays.append((learn, len(agent.replay) - before))
         return result
 
     def update():
         updates_at.append(agent.dialogues)
-        real_update()
+        return real_update()
 
     monkeypatch.setattr(agent, "_play", play)
     monkeypatch.setattr(agent, "_update", update)
@@ -452,7 +437,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         cut.learn(progress=False, tensorboard=False)
     assert len(read_metrics(tmp_path / "cut" / "metrics.csv")) == 3  # rule row, epochs 1-2
 
-    resumed = DialogueDQN.resume(tmp_path / "cut")
+    resumed = DialogueDQN.load(tmp_path / "cut")
     assert (resumed.epoch, resumed.dialogues) == (2, 40)
     result = resumed.learn(progress=False, tensorboard=False)
     assert same_weights(weights(resumed.q_net), weights(full.q_net))
@@ -492,7 +477,7 @@ def test_ctrl_c_checkpoints_at_a_consistent_point_and_resumes_exactly(
     with pytest.raises(KeyboardInterrupt):
         cut.learn(progress=False, tensorboard=False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    resumed = DialogueDQN.resume(tmp_path / "cut")
+    resumed = DialogueDQN.load(tmp_path / "cut")
     assert resumed.dialogues == saved
     result = resumed.learn(progress=False, tensorboard=False)
     assert same_weights(weights(resumed.q_net), weights(full.q_net))
@@ -516,7 +501,7 @@ def test_sigterm_is_handed_on_after_the_checkpoint(tmp_path, monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is terminated
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert DialogueDQN.resume(tmp_path / "run").epoch == 2
+    assert DialogueDQN.load(tmp_path / "run").epoch == 2
 
 
 def test_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch):
@@ -545,7 +530,7 @@ def test_extended_run_matches_an_uninterrupted_one(tmp_path):
     DialogueDQN(dataclasses.replace(cfg, epochs=2), tmp_path / "half").learn(
         progress=False, tensorboard=False
     )
-    resumed = DialogueDQN.resume(tmp_path / "half", epochs=4)
+    resumed = DialogueDQN.load(tmp_path / "half", epochs=4)
     assert resumed.config.epochs == 4 and resumed.epoch == 2
     result = resumed.learn(progress=False, tensorboard=False)
     assert same_weights(weights(resumed.q_net), weights(full.q_net))
@@ -578,7 +563,8 @@ def test_run_directory_outputs_and_load_policy(tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
     assert rows[0]["step"] == "20"  # after the warm start
     validation = DialogueEnv(cfg.env_config("train"))
-    rule = evaluate(validation, RuleAgent(validation.domain), VALIDATION_SEED, cfg.eval_episodes)
+    seeds = seed_streams(cfg.seed)
+    rule = evaluate(validation, RuleAgent(validation.domain), seeds.validation, cfg.eval_episodes)
     assert float(rows[0]["eval_success"]) == pytest.approx(rule["success_rate"])
     assert float(rows[0]["eval_turns"]) == pytest.approx(rule["avg_turns"])
     assert rows[1]["eval_success"] == "" and rows[2]["eval_success"] != ""  # every 2 epochs
@@ -587,7 +573,8 @@ def test_run_directory_outputs_and_load_policy(tmp_path):
     config, policy = load_policy(run_dir)
     assert config == cfg
     assert same_weights(weights(policy.q_net), weights(agent.q_net))
-    again = evaluate(DialogueEnv(config.env_config("test")), policy, TEST_SEED, cfg.test_episodes)
+    test_env = DialogueEnv(config.env_config("test"))
+    again = evaluate(test_env, policy, seeds.test, cfg.test_episodes)
     assert again == {k: saved[k] for k in again}
 
 
@@ -602,5 +589,5 @@ def test_restaurant_domain_trains_without_code_changes(tmp_path):
     config, policy = load_policy(tmp_path / "run")
     assert config.domain == "restaurant"
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
-    again = evaluate(DialogueEnv(config.env_config("test")), policy, TEST_SEED)
+    again = evaluate(DialogueEnv(config.env_config("test")), policy, seed_streams(0).test)
     assert again == {k: saved[k] for k in again}

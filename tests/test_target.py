@@ -151,7 +151,7 @@ def test_adapter_only_target_keeps_an_ema_of_the_adapter_alone():
     x = torch.tensor([[1.0, 2.0]])
     expected = net.base(x) + x @ torch.full((2, 2), ema).T
     assert torch.allclose(target(x), expected)
-    # the call swapped the lagged adapter in and the online one back out
+    # the online network's own adapter is untouched by the target's call
     assert torch.equal(net.lora_A.detach(), torch.full((2, 2), 4.0))
     assert torch.allclose(net(x), net.base(x) + x @ torch.full((2, 2), 4.0).T)
 
@@ -191,7 +191,7 @@ def test_bfloat16_polyak_moves_as_a_float32_ema_would(only):
         target.update(n)
     # float32: 1 - 0.99**100 = 63% of the gap closed; a bfloat16 lerp closes 0%
     expected = 1.0 + (online - 1.0) * (1 - 0.99**100)
-    (lagged,) = target.lagged_parameters().values()
+    (lagged,) = target.state_dict().values()
     assert lagged.dtype == torch.float32
     assert torch.allclose(lagged - 1.0, expected - 1.0, rtol=0.01)
     # the weights the target computes with are the masters rounded to bfloat16
@@ -204,8 +204,36 @@ def test_bfloat16_target_round_trips_its_float32_masters():
     for n in range(1, 11):
         target.update(n)
     _, _, other = bf16_pair()
-    other.load_lagged_parameters(target.lagged_parameters())
-    assert torch.equal(other.lagged_parameters()["weight"], target.lagged_parameters()["weight"])
+    other.load_state_dict(target.state_dict())
+    assert torch.equal(other.state_dict()["weight"], target.state_dict()["weight"])
     assert torch.equal(other.module.weight, target.module.weight)
     other.update(11), target.update(11)
-    assert torch.equal(other.lagged_parameters()["weight"], target.lagged_parameters()["weight"])
+    assert torch.equal(other.state_dict()["weight"], target.state_dict()["weight"])
+
+
+def test_sync_copies_now_whatever_the_period():
+    online = make_net()
+    target = TargetNetwork(online, "hard", period=1000)
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1.0)
+    assert not target.update(1)  # not a multiple of the period: no copy
+    assert not all(torch.equal(a, b) for a, b in zip(params(target.module), params(online)))
+    target.sync()
+    assert all(torch.equal(a, b) for a, b in zip(params(target.module), params(online)))
+
+
+def test_adapter_target_never_writes_into_the_online_model():
+    """The LoRA target substitutes its lagged adapter in the call (functional_call): an
+    online forward's graph stays valid across a target call in between."""
+    torch.manual_seed(0)
+    net = Adapted()
+    target = TargetNetwork(net, mode="hard", only=lambda name: "lora_" in name)
+    with torch.no_grad():
+        net.lora_A.fill_(2.0)
+    x = torch.tensor([[1.0, 2.0]])
+    out = net(x).sum()
+    target(x)  # between the online forward and its backward
+    out.backward()
+    assert torch.equal(net.lora_A.grad, x.expand(2, 2))
+    assert torch.equal(net.lora_A.detach(), torch.full((2, 2), 2.0))

@@ -88,5 +88,5 @@ def gradient_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()

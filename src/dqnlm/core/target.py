@@ -47,8 +47,10 @@ class TargetNetwork:
     * ``polyak``: ``theta' <- (1 - tau) theta' + tau theta`` every ``period`` updates.
     * ``none``: no copy; the online network is its own target (ablations).
 
-    Call :meth:`update` after every optimizer step with the total number of
-    gradient updates made so far. Low-precision (bfloat16 / float16) weights lag through
+    The contract: call :meth:`update` after every optimizer step with the number of
+    gradient updates made so far (nothing else drives it); :meth:`sync` makes a hard copy
+    at any other moment; :meth:`state_dict` / :meth:`load_state_dict` are the only way its
+    state is saved and restored. Low-precision (bfloat16 / float16) weights lag through
     float32 master copies: ``tau * gap`` below half a bfloat16 ulp would otherwise round
     away and stall the target (see :mod:`dqnlm.core.precision`).
     """
@@ -63,9 +65,10 @@ class TargetNetwork:
     ) -> None:
         """``only(name)`` selects the parameters the target lags (e.g. LoRA adapters).
 
-        With ``only``, no second network is built: the target keeps lagged copies of
-        the selected parameters alone and shares every other (frozen) parameter with
-        the online network, swapping its copies in for the duration of each call.
+        With ``only``, no second network is built: the target keeps lagged copies of the
+        selected parameters alone and calls the online network with them substituted
+        (``torch.func.functional_call``), sharing every other (frozen) parameter; the
+        online network's own weights are never touched.
         """
         if mode not in TARGET_MODES:
             raise ValueError(f"unknown target mode {mode!r}; choose one of {TARGET_MODES}")
@@ -75,29 +78,32 @@ class TargetNetwork:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
         self.mode, self.period, self.tau = mode, period, tau
         self.online = online
-        self._shadow: list[str] | None = None
+        self._shadow = only is not None and mode != "none"
         if mode == "none":
-            self.module = online
-        elif only is not None:
-            self._shadow = [name for name, _ in online.named_parameters() if only(name)]
-            if not self._shadow:
+            self.module, self._names = online, []
+        elif self._shadow:
+            self._names = [name for name, _ in online.named_parameters() if only(name)]
+            if not self._names:
                 raise ValueError("`only` selects no parameter of the online network")
             self.module = online
         else:
             self.module = copy.deepcopy(online).requires_grad_(False)
-        if self._shadow is None:
+            self._names = [name for name, _ in self.module.named_parameters()]
+            self._names += [n for n, b in self.module.named_buffers() if b.is_floating_point()]
+        if self._shadow:
+            params = dict(online.named_parameters())
+            self._online_tensors = [params[name] for name in self._names]
+            self._target_tensors = [p.detach().clone() for p in self._online_tensors]
+        else:
             self._target_tensors = _float_state(self.module)
             self._online_tensors = _float_state(online)
-        else:
-            params = dict(online.named_parameters())
-            self._online_tensors = [params[name] for name in self._shadow]
-            self._target_tensors = [p.detach().clone() for p in self._online_tensors]
         # the EMA runs on the masters; low-precision targets receive the rounded result
         self._master = [master_of(t) for t in self._target_tensors]
         self._low = [(t, m) for t, m in zip(self._target_tensors, self._master) if m is not t]
 
     def update(self, num_updates: int) -> bool:
-        """Apply the rule if ``num_updates`` is a multiple of the period; return whether it did."""
+        """Apply the rule if ``num_updates`` (gradient updates so far) is a multiple of the
+        period; return whether it did."""
         if self.mode == "none" or num_updates % self.period != 0:
             return False
         if self.mode == "hard":
@@ -108,54 +114,38 @@ class TargetNetwork:
         self._round_into_target()
         return True
 
+    def sync(self) -> None:
+        """A hard copy of the online weights now, whatever the rule and the period."""
+        if self.mode != "none":
+            hard_update(self._master, self._online_tensors)
+            self._round_into_target()
+
     @torch.no_grad()
     def _round_into_target(self) -> None:
         for target, master in self._low:
             target.copy_(master)
 
-    def lagged_parameters(self) -> dict[str, torch.Tensor]:
-        """The lagged parameters by name, float32 masters for low-precision ones: what a
-        checkpoint holds to resume exactly. Tied parameters appear once."""
-        if self.mode == "none":
-            return {}
-        names = self._shadow or [name for name, _ in self.module.named_parameters()]
-        return {name: t.detach() for name, t in zip(names, self._master)}
-
-    @torch.no_grad()
-    def load_lagged_parameters(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`lagged_parameters` gave."""
-        for name, master in self.lagged_parameters().items():
-            master.copy_(state[name])
-        self._round_into_target()
-
     @torch.no_grad()
     def __call__(self, *args, **kwargs):
-        if self._shadow is None:
+        if not self._shadow:
             return self.module(*args, **kwargs)
-        current = [p.detach().clone() for p in self._online_tensors]
-        hard_update(self._online_tensors, self._target_tensors)  # lagged weights in
-        try:
-            return self.module(*args, **kwargs)
-        finally:
-            hard_update(self._online_tensors, current)  # online weights back
+        lagged = dict(zip(self._names, self._target_tensors, strict=True))
+        return torch.func.functional_call(self.online, lagged, args, kwargs)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The lagged tensors by name (float32 masters for low-precision weights, so a
+        resumed run continues exactly); tied parameters appear once; empty for ``none``."""
         if self.mode == "none":
             return {}
-        if self._shadow is not None:
-            return dict(zip(self._shadow, self._master, strict=True))
-        return self.module.state_dict()
+        return {name: t.detach() for name, t in zip(self._names, self._master, strict=True)}
 
+    @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if sorted(state) != sorted(self._names):
+            odd = sorted(set(self._names) ^ set(state))
+            raise ValueError(f"target state does not match the lagged tensors ({odd[0]})")
         if self.mode == "none":
             return
-        if self._shadow is None:
-            self.module.load_state_dict(state)
-            with torch.no_grad():
-                for target, master in self._low:
-                    master.copy_(target)
-            return
-        if sorted(state) != sorted(self._shadow):
-            raise ValueError("target state does not hold the selected parameters")
-        hard_update(self._master, [state[name] for name in self._shadow])
+        for name, master in zip(self._names, self._master, strict=True):
+            master.copy_(state[name])
         self._round_into_target()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dqnlm.core.target import TARGET_MODES
 from dqnlm.errors import ConfigError
 from dqnlm.seeding import check_seed
 
@@ -50,7 +51,6 @@ class DialogueConfig:
         return self
 
 
-TARGET_UPDATES = ("epoch", "hard", "polyak", "none")
 MAX_DIALOGUES = 100_000_000
 """Training dialogues at most, warm start included (the default run needs 13,000)."""
 DIALOGUES_PER_SECOND = 75
@@ -58,10 +58,8 @@ DIALOGUES_PER_SECOND = 75
 for the time estimate of a refused run."""
 MAX_EVAL_DIALOGUES = 1_000_000
 """Dialogues per evaluation at most: the success rate's standard error is already < 0.0005."""
-VALIDATION_SEED = 1_000_003
-"""First seed of the greedy evaluations on training goals during training."""
-TEST_SEED = 2_000_006
-"""First seed of the held-out evaluation (eval.json, and `dqnlm dialogue eval`'s default)."""
+RULE_EVAL_SEED = 2_000_006
+"""First dialogue seed of `dqnlm dialogue eval rule` (a trained run uses its test stream)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,8 @@ class DialogueDQNConfig:
     domain: str = "movie"
     """A bundled domain (movie, restaurant) or the path of a schema file."""
     seed: int = 0
-    """Seeds the network, exploration, replay sampling and the training dialogues."""
+    """Run seed in [0, 2**32 - 1]: the network, exploration, replay sampling, training,
+    validation and test dialogues each get an independent stream (dqnlm.seeding)."""
     max_turns: int = 40
     """Utterances per dialogue, both sides counted (L in the rewards +2L / -L / -1)."""
     slot_error_rate: float = 0.0
@@ -83,7 +82,8 @@ class DialogueDQNConfig:
     """Train on the user's words: user acts go through NLG text and back through the NLU."""
     # budget
     epochs: int = 120
-    """Training epochs; each simulates ``dialogues_per_epoch`` dialogues, then syncs the target."""
+    """Training epochs; each simulates ``dialogues_per_epoch`` dialogues, then logs (and
+    every ``eval_interval`` epochs validates)."""
     dialogues_per_epoch: int = 100
     """Epsilon-greedy training dialogues per epoch."""
     warm_start_dialogues: int = 1000
@@ -118,13 +118,15 @@ class DialogueDQNConfig:
     """Replay capacity in transitions (agent turns)."""
     train_freq: int = 1
     """Agent turns between gradient updates."""
-    target_update: str = "epoch"
-    """epoch: hard copy after every epoch (TC-Bot); hard: every target_update_period updates;
-    polyak: EMA with tau after every update; none: bootstrap from the online network."""
-    target_update_period: int = 250
-    """Gradient updates between hard copies (target_update = hard)."""
+    target_update: str = "hard"
+    """Target-network rule: hard (copy), polyak (soft average), or none (bootstrap from the
+    online network)."""
+    target_update_period: int = 1_000
+    """Gradient updates between target updates (hard copies or polyak averages). 1,000 is
+    about one epoch of 100 dialogues at 7-10 agent turns each: TC-Bot's copy per epoch."""
     tau: float = 0.01
-    """Polyak rate per gradient update (target_update = polyak)."""
+    """Polyak coefficient in (0, 1] per target update: target <- (1 - tau) target + tau
+    online. Ignored by hard."""
     # evaluation and outputs
     eval_interval: int = 5
     """Epochs between greedy evaluations on training goals (validation; test goals stay unseen)."""
@@ -198,9 +200,15 @@ class DialogueDQNConfig:
             problems.append(f"tau must be in (0, 1], got {self.tau}")
         if self.loss not in ("huber", "mse"):
             problems.append(f"loss must be huber or mse, got {self.loss!r}")
-        if self.target_update not in TARGET_UPDATES:
+        if self.target_update not in TARGET_MODES:
             problems.append(
-                f"target_update must be one of {', '.join(TARGET_UPDATES)}, got {self.target_update!r}"
+                f"target_update must be one of {', '.join(TARGET_MODES)}, got "
+                f"{self.target_update!r}"
+                + (
+                    " (the per-epoch copy is now hard with target_update_period, in gradient updates)"
+                    if self.target_update == "epoch"
+                    else ""
+                )
             )
         if self.device not in ("cpu", "cuda", "auto"):
             problems.append(f"device must be cpu, cuda or auto, got {self.device!r}")

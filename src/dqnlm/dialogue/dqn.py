@@ -1,12 +1,12 @@
 """A DQN dialogue policy against the user simulator (TC-Bot's agent_dqn, on the core).
 
-``DialogueDQN.learn`` is the whole loop, top to bottom: fill the replay with the
-rule agent's dialogues (warm start), then run epochs. An epoch simulates
-``dialogues_per_epoch`` epsilon-greedy dialogues on training goals with a TD update
-every ``train_freq`` agent turns, syncs the target network (TC-Bot's hard copy per
-epoch, or per-update hard/polyak rules), and every ``eval_interval`` epochs plays
-greedy dialogues on training goals to track (and keep) the best policy. Held-out
-test goals are played only once, at the end.
+``DialogueDQN.learn`` is the whole loop, top to bottom: fill the replay with the rule
+agent's dialogues (warm start), then run epochs. An epoch plays ``dialogues_per_epoch``
+epsilon-greedy dialogues on training goals, each followed by one TD update per
+``train_freq`` agent turns it played (the target network follows the gradient updates,
+as in control), and every ``eval_interval`` epochs plays greedy dialogues on training
+goals to keep the best policy. Held-out test goals are played only once, at the end.
+The bookkeeping (run dir, metrics, checkpoints, resume, Ctrl-C) is :mod:`dqnlm.run`'s.
 """
 
 from __future__ import annotations
@@ -15,41 +15,36 @@ import dataclasses
 import hashlib
 import json
 import math
-import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import safetensors.torch
 import torch
-from tqdm.auto import tqdm
 
-from dqnlm.config_io import load_toml, replace, to_toml
+from dqnlm.config_io import load_toml, replace
+from dqnlm.core.acting import epsilon_greedy
 from dqnlm.core.checkpoint import (
     CheckpointError,
     atomic_write,
     atomic_write_text,
-    load_checkpoint,
     load_optimizer_state,
     optimizer_state,
-    save_checkpoint,
 )
-from dqnlm.core.losses import dqn_loss
+from dqnlm.core.losses import dqn_loss, gradient_step
 from dqnlm.core.networks import QNetwork
 from dqnlm.core.replay import ReplayBuffer
-from dqnlm.core.rng import restore_rng, rng_tensors
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.dialogue.agents import RuleAgent, evaluate
-from dqnlm.dialogue.config import TEST_SEED, VALIDATION_SEED, DialogueDQNConfig
+from dqnlm.dialogue.config import DialogueDQNConfig
 from dqnlm.dialogue.env import DialogueEnv
 from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
-from dqnlm.errors import DQNLMError, TrainingDiverged
-from dqnlm.metrics import MetricsLogger, read_metrics, save_figure
+from dqnlm.errors import DQNLMError
+from dqnlm.metrics import read_metrics, save_figure
 from dqnlm.resources import check_fits
+from dqnlm.run import Run, Trainer
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
@@ -72,7 +67,6 @@ POLICY_RECORD = "policy.json"
 """Beside the policy: its SHA-256, checked before the weights are read."""
 DOMAIN_COPY = "domain"
 """A run trained on a schema file keeps a copy of it as ``domain.json`` (or ``.yaml``)."""
-CHECKPOINTS = "checkpoints"
 
 
 class QPolicy:
@@ -98,41 +92,7 @@ class QPolicy:
         return int(self.q_values(obs).argmax())
 
 
-class _DeferredInterrupts:
-    """Ctrl-C and SIGTERM during training, held back to the next point where a checkpoint
-    is consistent (between dialogues of the warm start, at the end of an epoch). A second
-    signal interrupts at once. Signal handlers exist only in the main thread; elsewhere
-    interrupts arrive as they would without this."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> _DeferredInterrupts:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(signum) is not signal.SIG_IGN:
-                    self._previous[signum] = signal.signal(signum, self._hold)
-        return self
-
-    def _hold(self, signum: int, frame) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def deliver(self) -> None:
-        """Hand the held signal to the handler it was meant for (which raises)."""
-        self.restore()
-        signal.raise_signal(self.signum)
-        raise KeyboardInterrupt  # that handler returned: stop anyway
-
-
-class DialogueDQN:
+class DialogueDQN(Trainer):
     """Deep Q-learning of a dialogue policy with replay, a target network and a warm start.
 
     >>> agent = DialogueDQN(DialogueDQNConfig(epochs=50), run_dir="runs/movie")
@@ -153,22 +113,21 @@ class DialogueDQN:
             f"buffer_size={cfg.buffer_size:,}, batch_size={cfg.batch_size:,} and "
             f"hidden_sizes={list(cfg.hidden_sizes)}",
         )
-        # independent streams from one run seed (not seed + i): runs with adjacent seeds
-        # share no random stream, so per-seed results are independent samples
-        seeds = seed_streams(cfg.seed)
-        torch.manual_seed(seeds.torch)
+        # independent streams from one run seed (dqnlm.seeding): adjacent seeds share none
+        self.seeds = seed_streams(cfg.seed)
+        torch.manual_seed(self.seeds.torch)
         self.q_net = QNetwork(tracker.dim, len(tracker.actions), cfg.hidden_sizes).to(self.device)
-        # "epoch" is a hard copy that learn() triggers once per epoch
-        mode = "hard" if cfg.target_update == "epoch" else cfg.target_update
-        period = 1 if cfg.target_update in ("epoch", "polyak") else cfg.target_update_period
-        self.target = TargetNetwork(self.q_net, mode, period, cfg.tau)
+        self.target = TargetNetwork(
+            self.q_net, cfg.target_update, cfg.target_update_period, cfg.tau
+        )
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
         self.replay = ReplayBuffer(
-            cfg.buffer_size, (tracker.dim,), device=self.device, seed=seeds.replay
+            cfg.buffer_size, (tracker.dim,), device=self.device, seed=self.seeds.replay
         )
         self.mask = tracker.mask if cfg.action_mask else None
         self.policy = QPolicy(self.q_net, self.mask)
-        self.rng = np.random.default_rng(seeds.train)  # training goals and exploration
+        self.goals = np.random.default_rng(self.seeds.train)  # training dialogues' seeds
+        self.rng = np.random.default_rng(self.seeds.explore)  # exploration
         trained = cfg.epochs * cfg.dialogues_per_epoch
         self.epsilon = linear(
             cfg.exploration_initial_eps,
@@ -180,196 +139,140 @@ class DialogueDQN:
         self.dialogues = 0  # warm start included
         self.turns = 0  # agent turns simulated for training
         self.num_updates = 0
-        self.elapsed = 0.0
         self.best_success = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.last_checkpoint: Path | None = None
-        self._saved_at = -1  # dialogues at the last checkpoint
 
     # ----------------------------------------------------------------- acting
     def act(self, obs: np.ndarray, epsilon: float) -> int:
         """Epsilon-greedy over the allowed actions."""
-        if self.rng.random() < epsilon:
-            if self.mask is None:
-                return int(self.rng.integers(len(self.env.tracker.actions)))
-            return int(self.rng.choice(np.flatnonzero(~self.mask.invalid(obs[None])[0])))
-        return self.policy.act(obs)
+        allowed = None if self.mask is None else ~self.mask.invalid(obs[None])
+        greedy = lambda batch: np.array([self.policy.act(batch[0])])  # noqa: E731
+        n_actions = len(self.env.tracker.actions)
+        return int(epsilon_greedy(self.rng, greedy, obs[None], epsilon, n_actions, allowed)[0])
 
-    def _play(self, choose, learn: bool = True) -> tuple[bool, float, int]:
-        """One training dialogue on a random training goal; every turn goes to replay."""
+    def _play(self, choose) -> tuple[bool, float, int]:
+        """One dialogue on a random training goal, every turn into replay; returns
+        (success, return, agent turns)."""
         cfg = self.config
-        obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
+        obs, _ = self.env.reset(seed=int(self.goals.integers(2**31)))
         done, total, n, info = False, 0.0, 0, {}
         while not done:
             action = choose(obs)
             next_obs, reward, done, _, info = self.env.step(action)
-            self.replay.add(
-                obs[None],
-                [action],
-                [reward * cfg.reward_scale],
-                next_obs[None],
-                [done],
-                [cfg.gamma],
-            )
+            scaled = reward * cfg.reward_scale
+            self.replay.add(obs[None], [action], [scaled], next_obs[None], [done], [cfg.gamma])
             obs, total, n = next_obs, total + reward, n + 1
-            if learn:
-                self.turns += 1
-                if self.turns % cfg.train_freq == 0 and len(self.replay) >= cfg.batch_size:
-                    self._update()
         self.dialogues += 1
         return info["success"], total, n
 
-    def _rule_act(self, obs: np.ndarray) -> int:
-        return self._rule.act(obs, self.env.tracker)
+    def evaluate(
+        self, split: str = "test", episodes: int | None = None, seed: int | None = None, **noise
+    ) -> dict:
+        """Greedy dialogues on ``split`` goals (``episodes=None``: every goal once); the
+        default seed is the run's test stream, which training never uses."""
+        env = DialogueEnv(dataclasses.replace(self.config.env_config(split), **noise))
+        seed = self.seeds.test if seed is None else seed
+        return evaluate(env, self.policy, seed=seed, episodes=episodes)
 
     # --------------------------------------------------------------- learning
-    def _update(self) -> None:
+    def _update(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One TD update on a replay batch; returns (loss, mean Q taken), undetached from
+        the device so an epoch syncs once."""
         cfg = self.config
         batch = self.replay.sample(cfg.batch_size)
         invalid = self.mask.invalid if self.mask is not None else None
         loss, q, _ = dqn_loss(self.q_net, self.target, batch, cfg.loss, cfg.double_dqn, invalid)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        gradient_step(self.optimizer, list(self.q_net.parameters()), loss, cfg.max_grad_norm)
         self.num_updates += 1
-        if cfg.target_update != "epoch":
-            self.target.update(self.num_updates)
-        self._losses.append(loss.detach())
-        self._qs.append(q.detach().mean())
-
-    def evaluate(
-        self, split: str = "test", episodes: int | None = None, seed: int = TEST_SEED, **noise
-    ) -> dict:
-        """Greedy dialogues on ``split`` goals (``episodes=None``: every goal once)."""
-        env = DialogueEnv(dataclasses.replace(self.config.env_config(split), **noise))
-        return evaluate(env, self.policy, seed=seed, episodes=episodes)
+        self.target.update(self.num_updates)
+        return loss.detach(), q.detach().mean()
 
     def learn(self, progress: bool = True, tensorboard: bool = True) -> dict:
         """Train for the configured epochs; returns the held-out test evaluation."""
         cfg = self.config
-        logger = None
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._copy_domain()
-            atomic_write_text(self.run_dir / "config.toml", to_toml(self._saved_config()))
-            resumed = self.dialogues if self.last_checkpoint else None
-            logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resumed, "dialogue")
         validation = DialogueEnv(cfg.env_config("train"))
-        self._losses, self._qs = [], []
-        start = time.perf_counter() - self.elapsed
-        bar = tqdm(
-            total=cfg.total_dialogues,
-            initial=self.dialogues,
-            disable=not progress,
-            unit="dlg",
-            dynamic_ncols=True,
-            desc=f"dialogue {self.env.domain.name}",
-        )
-        postfix: dict[str, str] = {}
-        interrupts = _DeferredInterrupts().install()
-        try:
+        run = Run(
+            self, COLUMNS, total=cfg.total_dialogues, unit="dlg", progress=progress,
+            desc=f"dialogue {self.env.domain.name}", tensorboard=tensorboard, tb_prefix="dialogue",
+        )  # fmt: skip
+        with run:
+            self._copy_domain()
             if self.dialogues < cfg.warm_start_dialogues:
-                self._rule = RuleAgent(self.env.domain)
+                rule = RuleAgent(self.env.domain)
                 while self.dialogues < cfg.warm_start_dialogues:
-                    self._rule.reset()
-                    self._play(self._rule_act, learn=False)
-                    bar.update()
-                    self.elapsed = time.perf_counter() - start
-                    self._stop_if_interrupted(interrupts)
-                if logger:
-                    rule = evaluate(validation, self._rule, VALIDATION_SEED, cfg.eval_episodes)
-                    logger.log(self.dialogues, epoch=0, **_prefixed(rule, "eval"))
+                    rule.reset()
+                    self._play(lambda obs: rule.act(obs, self.env.tracker))
+                    run.advance(1)
+                    run.safe_point()
+                baseline = evaluate(validation, rule, self.seeds.validation, cfg.eval_episodes)
+                run.log(self.dialogues, epoch=0, **_prefixed(baseline, "eval"))
             while self.epoch < cfg.epochs:
-                outcomes = []
+                outcomes, losses, qs = [], [], []
                 for _ in range(cfg.dialogues_per_epoch):
                     eps = self.epsilon(self.dialogues - cfg.warm_start_dialogues)
+                    before = self.turns
                     outcomes.append(self._play(lambda obs, eps=eps: self.act(obs, eps)))
-                    bar.update()
+                    self.turns += outcomes[-1][2]
+                    updates = self.turns // cfg.train_freq - before // cfg.train_freq
+                    for _ in range(updates if len(self.replay) >= cfg.batch_size else 0):
+                        loss, mean_q = self._update()
+                        losses.append(loss)
+                        qs.append(mean_q)
+                    run.advance(1)
                 self.epoch += 1
-                if cfg.target_update == "epoch":
-                    self.target.update(self.epoch)
-                row = {
-                    "train_success": float(np.mean([o[0] for o in outcomes])),
-                    "train_reward": float(np.mean([o[1] for o in outcomes])),
-                    "train_turns": float(np.mean([o[2] for o in outcomes])),
-                    "epsilon": eps,
-                }
-                if self._losses:
-                    row["loss"] = torch.stack(self._losses).mean().item()
-                    row["mean_q"] = torch.stack(self._qs).mean().item()
-                    self._losses, self._qs = [], []
-                    if not (math.isfinite(row["loss"]) and math.isfinite(row["mean_q"])):
-                        raise TrainingDiverged(
-                            f"training diverged in epoch {self.epoch}: loss={row['loss']}, "
-                            f"mean Q={row['mean_q']}; last good checkpoint: "
-                            f"{self.last_checkpoint or 'none yet'}"
-                        )
-                postfix["train"] = f"{row['train_success']:.2f}"
+                success, reward, turns = (float(np.mean(o)) for o in zip(*outcomes))
+                row = dict(train_success=success, train_reward=reward, train_turns=turns)
+                row["epsilon"] = eps
+                if losses:
+                    row["loss"], row["mean_q"] = torch.stack(
+                        [torch.stack(losses).mean(), torch.stack(qs).mean()]
+                    ).tolist()
+                    run.check_finite(self.where(), loss=row["loss"], mean_q=row["mean_q"])
+                shown = {"train": f"{success:.2f}", "eps": f"{eps:.2f}"}
                 if self.epoch % cfg.eval_interval == 0 or self.epoch == cfg.epochs:
-                    result = evaluate(validation, self.policy, VALIDATION_SEED, cfg.eval_episodes)
+                    result = evaluate(
+                        validation, self.policy, self.seeds.validation, cfg.eval_episodes
+                    )
                     row.update(_prefixed(result, "eval"))
-                    postfix["val"] = f"{result['success_rate']:.2f}"
-                    postfix["turns"] = f"{result['avg_turns']:.1f}"
+                    shown["val"] = f"{result['success_rate']:.2f}"
+                    shown["turns"] = f"{result['avg_turns']:.1f}"
                     if result["success_rate"] > self.best_success:
                         self.best_success = result["success_rate"]
                         self.best_state = {k: v.clone() for k, v in self.q_net.state_dict().items()}
-                postfix["eps"] = f"{eps:.2f}"
-                bar.set_postfix(postfix, refresh=False)
-                self.elapsed = time.perf_counter() - start
-                if logger:
-                    logger.log(self.dialogues, epoch=self.epoch, time_s=self.elapsed, **row)
-                if self.run_dir is not None and (
-                    self.epoch % cfg.checkpoint_interval == 0 or self.epoch == cfg.epochs
-                ):
-                    self.save_checkpoint()
-                self._stop_if_interrupted(interrupts)
-            interrupts.restore()
-            bar.close()
+                run.advance(0, **shown)
+                run.log(self.dialogues, epoch=self.epoch, **row)
+                if self.epoch % cfg.checkpoint_interval == 0 or self.epoch == cfg.epochs:
+                    run.checkpoint()
+                run.safe_point()
             if cfg.keep_best and self.best_state is not None:
                 self.q_net.load_state_dict(self.best_state)
             final = self.evaluate("test", cfg.test_episodes or None)
-            final.update(dialogues=self.dialogues, train_seconds=round(self.elapsed, 1))
+            final.update(dialogues=self.dialogues, train_seconds=round(run.seconds(), 1))
             final["validation_success"] = self.best_success if cfg.keep_best else None
             if self.run_dir is not None:
                 self.save_policy()
-                atomic_write_text(self.run_dir / "eval.json", json.dumps(final, indent=1) + "\n")
-                logger.close()
-                logger = None
-                plot_success(self.run_dir, self.run_dir / "success_rate.png")
-            return final
-        finally:
-            interrupts.restore()
-            bar.close()
-            if logger:
-                logger.close()
-
-    def _stop_if_interrupted(self, interrupts: _DeferredInterrupts) -> None:
-        """A held Ctrl-C or SIGTERM: checkpoint here (if the weights are finite), then let
-        the signal through, so ``--resume`` continues from this very point."""
-        if interrupts.signum is None:
-            return
-        finite = all(torch.isfinite(p).all() for p in self.q_net.parameters())
-        if self.run_dir is not None and self._saved_at != self.dialogues and finite:
-            self.save_checkpoint()
-        interrupts.deliver()
+            run.finish(final)
+        if self.run_dir is not None:
+            plot_success(self.run_dir, self.run_dir / "success_rate.png")
+        return final
 
     # ------------------------------------------------------------ persistence
     def _domain_copy(self) -> Path | None:
         """Where the run keeps its schema file (None for a bundled domain)."""
-        if self.config.domain in bundled_domains():
+        if self.config.domain in bundled_domains() or self.run_dir is None:
             return None
         return self.run_dir / (DOMAIN_COPY + Path(self.config.domain).suffix.lower())
 
     def _copy_domain(self) -> None:
         """Copy a schema file into the run dir: loading the run then reads nothing outside it."""
+        if self.run_dir is None:
+            return
         copy = self._domain_copy()
         source = Path(self.config.domain)
         if copy is not None and source.resolve() != copy.resolve():
             atomic_write(copy, source.read_bytes())
 
-    def _saved_config(self) -> DialogueDQNConfig:
+    def saved_config(self) -> DialogueDQNConfig:
         """The config as the run dir stores it: a schema file is named by its copy there."""
         copy = self._domain_copy()
         return self.config if copy is None else dataclasses.replace(self.config, domain=copy.name)
@@ -385,77 +288,56 @@ class DialogueDQN:
         atomic_write_text(self.run_dir / POLICY_RECORD, json.dumps(record, indent=1) + "\n")
         return path
 
-    def save_checkpoint(self) -> Path:
-        """Weights, optimizer, replay, RNG states and counters, written atomically."""
-        if not all(torch.isfinite(p).all() for p in self.q_net.parameters()):
-            raise TrainingDiverged(
-                f"training diverged in epoch {self.epoch}: the Q-network's weights are not "
-                f"finite; last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
+    # ------------------------------------------------------------ checkpoints
+    @property
+    def step(self) -> int:
+        return self.dialogues
+
+    def where(self) -> str:
+        return f"epoch {self.epoch} (dialogue {self.dialogues:,})"
+
+    def finite(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.q_net.parameters())
+
+    def state(self):
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         tensors.update(opt_tensors)
-        tensors.update(rng_tensors())
         meta = {
-            "config": dataclasses.asdict(self._saved_config()),
             "epoch": self.epoch,
-            "dialogues": self.dialogues,
             "turns": self.turns,
             "num_updates": self.num_updates,
-            "elapsed_s": self.elapsed,
             "best_success": self.best_success,
             "optimizer": opt_meta,
             "rng": {
                 "explore": self.rng.bit_generator.state,
+                "goals": self.goals.bit_generator.state,
                 "replay": self.replay.rng.bit_generator.state,
-                "env": self.env.np_random.bit_generator.state,
             },
         }
-        self.last_checkpoint = save_checkpoint(
-            self.run_dir / CHECKPOINTS, self.dialogues, tensors, meta, self.replay.state_dict()
-        )
-        self._saved_at = self.dialogues
-        return self.last_checkpoint
+        return tensors, meta, self.replay.state_dict()
+
+    def load_state(self, tensors, meta, arrays) -> None:
+        self.q_net.load_state_dict(_strip(tensors, "q_net."))
+        self.target.load_state_dict(_strip(tensors, "target."))
+        self.best_state = _strip(tensors, "best.") or None
+        load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        self.rng.bit_generator.state = meta["rng"]["explore"]
+        self.goals.bit_generator.state = meta["rng"]["goals"]
+        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
+        self.replay.load_state_dict(arrays)
+        self.dialogues = int(meta["step"])
+        for name in ("epoch", "turns", "num_updates"):
+            setattr(self, name, int(meta[name]))
+        self.best_success = float(meta["best_success"])
 
     @classmethod
-    def resume(
-        cls, run_dir: str | Path, epochs: int | None = None, trust_code: bool = False
-    ) -> DialogueDQN:
-        """Rebuild a run from its newest checkpoint, ready to continue ``learn``.
-        ``trust_code``: let the checkpoint name a schema file outside ``run_dir``."""
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise CheckpointError(f"run directory {run_dir} does not exist")
-        ckpt = load_checkpoint(run_dir / CHECKPOINTS)
-        try:
-            config = _config_from(ckpt.meta["config"], f"{ckpt.path}")
-            config = domain_inside(config, run_dir, str(ckpt.path), trust_code)
-            if epochs is not None:
-                config = dataclasses.replace(config, epochs=epochs)
-            agent = cls(config, run_dir)
-            tensors = ckpt.tensors
-            agent.q_net.load_state_dict(_strip(tensors, "q_net."))
-            agent.target.load_state_dict(_strip(tensors, "target."))
-            best = _strip(tensors, "best.")
-            agent.best_state = best or None
-            load_optimizer_state(agent.optimizer, tensors, ckpt.meta["optimizer"])
-            restore_rng(tensors)
-            agent.rng.bit_generator.state = ckpt.meta["rng"]["explore"]
-            agent.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
-            agent.env.reset(seed=0)  # creates np_random, then restore its state
-            agent.env.np_random.bit_generator.state = ckpt.meta["rng"]["env"]
-            agent.replay.load_state_dict(ckpt.arrays)
-            for name in ("epoch", "dialogues", "turns", "num_updates"):
-                setattr(agent, name, int(ckpt.meta[name]))
-            agent.elapsed = float(ckpt.meta["elapsed_s"])
-            agent.best_success = float(ckpt.meta["best_success"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
-        agent.last_checkpoint = ckpt.path
-        return agent
+    def config_from_checkpoint(cls, values, run_dir, source, trust_code) -> DialogueDQNConfig:
+        """``trust_code``: let the checkpoint name a schema file outside ``run_dir``."""
+        return domain_inside(_config_from(values, source), run_dir, source, trust_code)
 
 
 def load_policy(
