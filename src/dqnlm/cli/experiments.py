@@ -39,6 +39,11 @@ def add_experiment_parsers(sub) -> None:
         "sweep_dir", type=Path, metavar="DIR", help="a sweep directory (holds sweep.json)"
     )
     p.add_argument("--baseline", help="the variant others are compared with (default: the first)")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-render report.md and figures from results.json without recomputing",
+    )
     add_trust_argument(p, TRUST)
 
 
@@ -59,7 +64,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from dqnlm.experiments.report import write_report
+    from dqnlm.experiments.report import render_report, write_report
 
-    print(write_report(args.sweep_dir, args.baseline, args.trust_code))
+    if args.render_only:
+        if args.baseline:  # the comparisons with the baseline are in results.json already
+            raise DQNLMError("--baseline changes what is computed; drop --render-only to use it")
+        print(render_report(args.sweep_dir))
+    else:
+        print(write_report(args.sweep_dir, args.baseline, args.trust_code))
     return 0
