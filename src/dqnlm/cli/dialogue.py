@@ -14,10 +14,10 @@ from dqnlm.cli.common import (
     config_fields_help,
     config_from_run,
 )
-from dqnlm.dialogue.config import TEST_SEED
+from dqnlm.dialogue.config import RULE_EVAL_SEED
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
-from dqnlm.seeding import check_seed
+from dqnlm.seeding import check_seed, seed_streams
 
 RULE = "rule"
 MAX_EVAL_EPISODES = 1_000_000
@@ -49,8 +49,8 @@ def _agent_arguments(p, split_default: str) -> None:
     p.add_argument(
         "--seed",
         type=int,
-        default=TEST_SEED,
-        help=f"first dialogue seed (default {TEST_SEED}, as the run's own eval.json)",
+        help="first dialogue seed (default: a run's test stream, as its eval.json; "
+        f"{RULE_EVAL_SEED} for rule)",
     )
     add_trust_argument(p, TRUST)
 
@@ -114,20 +114,23 @@ def add_dialogue_parser(sub) -> None:
 
 
 def _load_agent(args, **env_overrides):
-    """(environment config, agent) for RUN_DIR or `rule`."""
+    """(environment config, agent, first dialogue seed) for RUN_DIR or `rule`; without
+    --seed a run replays its test stream, the seeds of its eval.json."""
     from dqnlm.dialogue import DialogueConfig, RuleAgent, load_domain
     from dqnlm.dialogue.dqn import load_policy
 
     if args.agent == RULE:
         domain = "movie" if args.domain is None else args.domain
         config = DialogueConfig(domain=domain, **env_overrides).validate()
-        return config, RuleAgent(load_domain(domain))
+        seed = RULE_EVAL_SEED if args.seed is None else args.seed
+        return config, RuleAgent(load_domain(domain)), seed
     if args.domain is not None:
         env_overrides["domain"] = args.domain
     run_config, policy = load_policy(
         args.agent, trust_code=args.trust_code, **_run_fields(env_overrides)
     )
-    return run_config.env_config(env_overrides.get("split", "train")), policy
+    seed = seed_streams(run_config.seed).test if args.seed is None else args.seed
+    return run_config.env_config(env_overrides.get("split", "train")), policy, seed
 
 
 def _run_fields(env_overrides: dict) -> dict:
@@ -203,6 +206,11 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_seed(seed: int | None) -> None:
+    if seed is not None:
+        check_seed(seed, "--seed")
+
+
 def _check_episodes(episodes: int | None, most: int) -> None:
     if episodes is not None and not 1 <= episodes <= most:
         raise DQNLMError(f"--episodes must be in [1, {most:,}], got {episodes:,}")
@@ -211,10 +219,10 @@ def _check_episodes(episodes: int | None, most: int) -> None:
 def cmd_eval(args) -> int:
     from dqnlm.dialogue import DialogueEnv, evaluate
 
-    check_seed(args.seed, "--seed")
+    _check_seed(args.seed)
     _check_episodes(args.episodes, MAX_EVAL_EPISODES)
-    config, agent = _load_agent(args, **_env_overrides(args))
-    result = evaluate(DialogueEnv(config), agent, seed=args.seed, episodes=args.episodes)
+    config, agent, seed = _load_agent(args, **_env_overrides(args))
+    result = evaluate(DialogueEnv(config), agent, seed=seed, episodes=args.episodes)
     if args.json:
         print(json.dumps(result))
     else:
@@ -230,13 +238,13 @@ def cmd_eval(args) -> int:
 def cmd_show(args) -> int:
     from dqnlm.dialogue import DialogueEnv
 
-    check_seed(args.seed, "--seed")
+    _check_seed(args.seed)
     _check_episodes(args.episodes, MAX_SHOW_EPISODES)
-    config, agent = _load_agent(args, **_env_overrides(args))
+    config, agent, seed = _load_agent(args, **_env_overrides(args))
     env = DialogueEnv(config, render_mode="ansi")
     for i in range(args.episodes):
         goal = i % len(env.goals)
-        obs, info = env.reset(seed=args.seed + i, options={"goal": goal})
+        obs, info = env.reset(seed=seed + i, options={"goal": goal})
         agent.reset()
         total, done = 0.0, False
         print(f"--- dialogue {i + 1}: {config.split} goal {goal}")
@@ -259,7 +267,7 @@ def cmd_chat(args) -> int:
     from dqnlm.dialogue import NLG, NLU, StateTracker, build_world, load_domain
 
     check_seed(args.seed, "--seed")
-    config, agent = _load_agent(args)
+    config, agent, _ = _load_agent(args)
     domain = load_domain(config.domain)
     world = build_world(domain)
     tracker = StateTracker(domain, world.kb, config.max_turns)
