@@ -18,13 +18,13 @@ from dqnlm.cli import main  # noqa: E402
 from dqnlm.lm.config import LMConfig  # noqa: E402
 from dqnlm.lm.evaluate import (  # noqa: E402
     EVAL_KEYS,
-    EVAL_SEED_OFFSET,
     distinct_n,
     evaluate,
     explain_html,
     generate_texts,
 )
 from dqnlm.lm.trainer import LMTrainer  # noqa: E402
+from dqnlm.seeding import seed_streams
 
 PROMPTS = ["a b", "c d e", "f"]
 SPAN = re.compile(
@@ -201,7 +201,7 @@ def test_explain_has_one_span_per_generated_token_with_zero_advantage_untrained(
 def test_explain_without_seed_uses_the_evaluation_seed(untrained_run):
     trainer = LMTrainer.load(untrained_run, trust_code=True)
     page = explain_html(trainer, "c d")
-    seed = trainer.config.seed + EVAL_SEED_OFFSET
+    seed = seed_streams(trainer.config.seed).test
     assert page == explain_html(trainer, "c d", seed=seed)
     assert len(spans(page)) == generated_tokens(trainer, "c d", seed)
 

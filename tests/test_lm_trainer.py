@@ -18,7 +18,8 @@ from dqnlm.cli import main  # noqa: E402
 from dqnlm.errors import DQNLMError, TrainingDiverged  # noqa: E402
 from dqnlm.lm.config import LMConfig  # noqa: E402
 from dqnlm.lm.evaluate import evaluate  # noqa: E402
-from dqnlm.lm.trainer import CHECKPOINTS, LMTrainer  # noqa: E402
+from dqnlm.lm.trainer import LMTrainer  # noqa: E402
+from dqnlm.run import CHECKPOINTS  # noqa: E402
 from dqnlm.metrics import read_metrics  # noqa: E402
 
 # peft and transformers warn about GPT-2's Conv1D layers and a deprecated name on every LoRA model
@@ -90,9 +91,9 @@ def test_checkpoint_round_trip_restores_weights_target_counters_and_replay(toy, 
     assert loaded.elapsed == pytest.approx(trainer.elapsed)
     assert loaded.last_checkpoint == run / CHECKPOINTS / "step-0000000004.json"
     assert_same_tensors(trainer._trained_tensors(), loaded._trained_tensors())
-    assert_same_tensors(trainer._target_tensors(), loaded._target_tensors())
+    assert_same_tensors(trainer.target.state_dict(), loaded.target.state_dict())
     # the target lags: it is not simply the online network again
-    online, target = trainer._trained_tensors(), trainer._target_tensors()
+    online, target = trainer._trained_tensors(), trainer.target.state_dict()
     assert any(not torch.equal(online[n], target[n]) for n in online)
     assert_same_replay(trainer.replay, loaded.replay)
     assert trainer.replay.size == 32  # 4 rounds x 8 texts
@@ -113,7 +114,7 @@ def test_resume_continues_to_more_rounds_and_matches_an_uninterrupted_run(toy, t
     # the torch, prompt and replay RNGs are restored too, so a resume is bit-exact
     uninterrupted = train(toy(rounds=6, checkpoint_every=2), full)
     assert_same_tensors(uninterrupted._trained_tensors(), resumed._trained_tensors())
-    assert_same_tensors(uninterrupted._target_tensors(), resumed._target_tensors())
+    assert_same_tensors(uninterrupted.target.state_dict(), resumed.target.state_dict())
     a, b = read_metrics(run / "metrics.csv"), read_metrics(full / "metrics.csv")
     for column in ("reward", "kl", "td_loss", "mean_q", "updates"):
         assert [r[column] for r in a] == [r[column] for r in b], column
@@ -217,7 +218,7 @@ def test_non_finite_loss_raises_training_diverged_and_keeps_the_checkpoint(toy, 
     with pytest.raises(TrainingDiverged) as error:
         trainer.learn(progress=False, tensorboard=False)
     message = str(error.value)
-    assert "round 3" in message and "the loss is nan" in message and "\n" not in message
+    assert "round 3" in message and "td_loss=nan" in message and "\n" not in message
     assert "step-0000000002.json" in message
     assert latest(run) == "step-0000000002.json"
     assert steps(run) == [1, 2]  # the diverged round is not logged
@@ -420,7 +421,7 @@ def test_lora_training_without_a_target_changes_adapters_not_the_reference(
     peft, toy, files, tmp_path
 ):
     run = tmp_path / "run"
-    config = toy(lora_rank=2, target="none", rounds=2, checkpoint_every=1)
+    config = toy(lora_rank=2, target_update="none", rounds=2, checkpoint_every=1)
     start = adapters(LMTrainer(config, None, progress=False).model)
     trainer = train(config, run)
     trained = adapters(trainer.model)
@@ -429,7 +430,7 @@ def test_lora_training_without_a_target_changes_adapters_not_the_reference(
     with torch.no_grad():
         ref = trainer.reference(input_ids=TOKENS, attention_mask=ATTENTION).logits
     assert torch.allclose(ref, base_logits(files[0], TOKENS, ATTENTION), atol=1e-6)
-    assert trainer._target_tensors() == {}
+    assert trainer.target.state_dict() == {}
     # the checkpoint holds the adapters; the saved model is the adapter alone
     loaded = LMTrainer.load(run, trust_code=True)
     assert loaded.round == 2
@@ -441,7 +442,7 @@ def test_lora_training_without_a_target_changes_adapters_not_the_reference(
 def test_lora_training_with_a_target_network(peft, toy, files, tmp_path, target):
     tau = 0.25
     run = tmp_path / "run"
-    trainer = LMTrainer(toy(lora_rank=2, target=target, tau=tau, rounds=2), run, progress=False)
+    trainer = LMTrainer(toy(lora_rank=2, target_update=target, tau=tau, rounds=2), run, progress=False)
     start = adapters(trainer.model)
     trainer.learn(progress=False, tensorboard=False)
     trained = adapters(trainer.model)
@@ -464,28 +465,28 @@ def test_lora_training_with_a_target_network(peft, toy, files, tmp_path, target)
 @pytest.mark.parametrize("target", ["none", "hard"])
 def test_other_target_modes_train(toy, tmp_path, target):
     run = tmp_path / "run"
-    trainer = train(toy(target=target, target_period=3, rounds=2), run)
+    trainer = train(toy(target_update=target, target_update_period=3, rounds=2), run)
     assert trainer.num_updates == 4 and steps(run) == [1, 2]
     rows = read_metrics(run / "metrics.csv")
     assert all(math.isfinite(float(r["td_loss"])) and r["cql_loss"] == "" for r in rows)
     online = trainer._trained_tensors()
     if target == "none":
-        assert trainer.target.module is trainer.model and trainer._target_tensors() == {}
+        assert trainer.target.module is trainer.model and trainer.target.state_dict() == {}
     else:
         # hard copies at update 3, then update 4 moved the online network on
-        lagged = trainer._target_tensors()
+        lagged = trainer.target.state_dict()
         assert lagged.keys() == online.keys()
         assert any(not torch.equal(online[n], lagged[n]) for n in online)
     loaded = LMTrainer.load(run, trust_code=True)
     assert loaded.num_updates == 4
     assert_same_tensors(online, loaded._trained_tensors())
     if target == "hard":
-        assert_same_tensors(trainer._target_tensors(), loaded._target_tensors())
+        assert_same_tensors(trainer.target.state_dict(), loaded.target.state_dict())
 
 
 def test_hard_target_with_period_one_tracks_the_online_network(toy, tmp_path):
-    trainer = train(toy(target="hard", target_period=1, rounds=1), tmp_path / "run")
-    assert_same_tensors(trainer._trained_tensors(), trainer._target_tensors())
+    trainer = train(toy(target_update="hard", target_update_period=1, rounds=1), tmp_path / "run")
+    assert_same_tensors(trainer._trained_tensors(), trainer.target.state_dict())
 
 
 def test_shaped_rewards_telescope_to_the_text_reward(toy):

@@ -90,8 +90,9 @@ class Trainer:
         raise NotImplementedError
 
     @classmethod
-    def config_from_checkpoint(cls, values: dict, run_dir: Path, source: str, trust_code: bool):
-        """The config a checkpoint recorded; refuse what it may not do without ``trust_code``."""
+    def config_from_checkpoint(cls, meta: dict, run_dir: Path, source: str, trust_code: bool):
+        """The config a checkpoint's metadata recorded (``meta["config"]``); refuse what it
+        may not do without ``trust_code``."""
         raise NotImplementedError
 
     def saved_config(self) -> Any:
@@ -147,7 +148,7 @@ class Trainer:
         source = str(ckpt.path)
         overrides = {k: v for k, v in {"device": device, **budget}.items() if v is not None}
         try:
-            config = cls.config_from_checkpoint(ckpt.meta["config"], run_dir, source, trust_code)
+            config = cls.config_from_checkpoint(ckpt.meta, run_dir, source, trust_code)
             config = replace(config, overrides, source="arguments")
             trainer = cls._rebuild(config, run_dir, trust_code)
             trainer.load_state(ckpt.tensors, ckpt.meta, ckpt.arrays)
@@ -257,9 +258,16 @@ class Run:
             elif self.run_dir is not None:
                 clear_run(self.run_dir)
 
+    def _saved_here(self) -> bool:
+        """Whether the newest checkpoint is of the trainer's current step."""
+        last = self.trainer.last_checkpoint
+        return last is not None and last.name == f"step-{self.trainer.step:010d}.json"
+
     def _save_on_interrupt(self) -> None:
         trainer = self.trainer
-        if trainer.run_dir is None or trainer.step == 0 or not trainer.finite():
+        if trainer.run_dir is None or trainer.step == 0 or self._saved_here():
+            return
+        if not trainer.finite():
             return
         trainer.elapsed = self.seconds()
         trainer.save_checkpoint()
@@ -307,13 +315,15 @@ class Run:
         the weights are finite), then goes through, so ``--resume`` continues from here."""
         if self.signals.signum is None:
             return
-        trainer = self.trainer
-        saved = trainer.last_checkpoint is not None and trainer.last_checkpoint.name.startswith(
-            f"step-{trainer.step:010d}"
-        )
-        if self.run_dir is not None and not saved and trainer.finite():
+        if self.run_dir is not None and not self._saved_here() and self.trainer.finite():
             self.checkpoint()
         self.signals.deliver()
+
+    def loop_done(self) -> None:
+        """After the training loop: a held signal goes through now (after a checkpoint),
+        and later ones interrupt at once (a final evaluation may be long)."""
+        self.safe_point()
+        self.signals.restore()
 
     def finish(self, result: dict) -> None:
         """Write ``eval.json`` (atomically): the run is complete."""

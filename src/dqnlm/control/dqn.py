@@ -239,6 +239,7 @@ class DQN(Trainer):
                 if run.due(before, now, cfg.checkpoint_interval) and now < cfg.total_steps:
                     run.checkpoint()
                 run.safe_point()
+            run.loop_done()
             kept_best = cfg.keep_best and not self.stopped_early and self._restore_best()
             final = self.evaluate(cfg.final_eval_episodes)
             final["step"], final["stopped_early"] = self.global_step, self.stopped_early
@@ -314,10 +315,10 @@ class DQN(Trainer):
             self.best_weights = _prefixed(tensors, "best.")
 
     @classmethod
-    def config_from_checkpoint(cls, values, run_dir, source, trust_code) -> DQNConfig:
+    def config_from_checkpoint(cls, meta, run_dir, source, trust_code) -> DQNConfig:
         """A checkpoint's ``env_id`` may not import a module outside dqnlm (Gymnasium's
         ``module:Env``) unless ``trust_code``: the run directory may come from a stranger."""
-        config = DQNConfig(**_tuples(values))
+        config = DQNConfig(**_tuples(meta["config"]))
         check_module_reference(config.env_id, "env_id", source, trust_code)
         return config
 

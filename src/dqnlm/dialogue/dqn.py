@@ -244,6 +244,7 @@ class DialogueDQN(Trainer):
                 if self.epoch % cfg.checkpoint_interval == 0 or self.epoch == cfg.epochs:
                     run.checkpoint()
                 run.safe_point()
+            run.loop_done()
             if cfg.keep_best and self.best_state is not None:
                 self.q_net.load_state_dict(self.best_state)
             final = self.evaluate("test", cfg.test_episodes or None)
@@ -335,9 +336,9 @@ class DialogueDQN(Trainer):
         self.best_success = float(meta["best_success"])
 
     @classmethod
-    def config_from_checkpoint(cls, values, run_dir, source, trust_code) -> DialogueDQNConfig:
+    def config_from_checkpoint(cls, meta, run_dir, source, trust_code) -> DialogueDQNConfig:
         """``trust_code``: let the checkpoint name a schema file outside ``run_dir``."""
-        return domain_inside(_config_from(values, source), run_dir, source, trust_code)
+        return domain_inside(_config_from(meta["config"], source), run_dir, source, trust_code)
 
 
 def load_policy(

@@ -99,12 +99,13 @@ class LMConfig:
     cql_alpha: float = 0.0
     """Conservative Q-learning weight: alpha * (V(s) - Q(s, a)) on replayed tokens."""
 
-    target: str = "polyak"
-    """Target-network rule: polyak, hard, or none (ablation)."""
-    target_period: int = 1
-    """TD updates between target updates (hard copies every this many)."""
+    target_update: str = "polyak"
+    """Target-network rule: hard (copy), polyak (soft average), or none (ablation)."""
+    target_update_period: int = 1
+    """TD updates (gradient updates) between target updates."""
     tau: float = 0.01
-    """Polyak coefficient per target update, in (0, 1]."""
+    """Polyak coefficient in (0, 1] per target update: target <- (1 - tau) target + tau
+    online. Ignored by hard."""
 
     eval_prompts: int = 100
     """Prompts scored after training (eval.json); 0 skips."""
@@ -143,7 +144,7 @@ class LMConfig:
             "updates_per_round",
             "batch_size",
             "replay_capacity",
-            "target_period",
+            "target_update_period",
             "checkpoint_every",
         ):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
@@ -163,8 +164,8 @@ class LMConfig:
         need(self.kl_penalty >= 0, f"kl_penalty must be >= 0, got {self.kl_penalty}")
         need(self.cql_alpha >= 0, f"cql_alpha must be >= 0, got {self.cql_alpha}")
         need(
-            self.target in TARGET_MODES,
-            f"target must be one of {', '.join(TARGET_MODES)}, got {self.target!r}",
+            self.target_update in TARGET_MODES,
+            f"target_update must be one of {', '.join(TARGET_MODES)}, got {self.target_update!r}",
         )
         need(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
         need(self.eval_prompts >= 0, f"eval_prompts must be >= 0, got {self.eval_prompts}")

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from dqnlm.core.rng import fork_rng
-from dqnlm.lm.generation import decode_completions, forward_logits
+from dqnlm.lm.config import LMConfig
+from dqnlm.lm.generation import TokenBatch, decode_completions, forward_logits
 from dqnlm.lm.qlearning import anchored_q, sequence_kl
+from dqnlm.seeding import seed_streams
 
-if TYPE_CHECKING:  # evaluate is called by the trainer: no run-time import back
-    from dqnlm.lm.trainer import LMTrainer
 
-EVAL_SEED_OFFSET = 2_000_006  # evaluation sampling never shares a seed with training
+class Policy(Protocol):
+    """The parts of a tuned LM that evaluation needs (an LMTrainer has them all)."""
+
+    config: LMConfig
+    model: Any  # the tuned causal LM
+    reference: Any  # the frozen model it started from
+    tokenizer: Any
+
+    def generate(self, prompts: list[str]) -> TokenBatch: ...
+
+    def score(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def _eval_seed(policy: Policy, seed: int | None) -> int:
+    """``seed``, or the run's test stream: evaluation never shares a seed with training."""
+    return seed_streams(policy.config.seed).test if seed is None else seed
+
+
 EVAL_KEYS = ("reward", "kl", "distinct_1", "distinct_2", "ref_perplexity", "n")
 
 
@@ -43,7 +60,7 @@ def distinct_n(texts: list[str], n: int) -> float:
 
 @torch.no_grad()
 def evaluate(
-    trainer: LMTrainer,
+    trainer: Policy,
     prompts: list[str],
     n: int = 100,
     batch_size: int = 32,
@@ -59,9 +76,8 @@ def evaluate(
     prompts = list(prompts[:n])
     texts, rewards, kls = [], [], []
     ref_nll, generated, truncated = 0.0, 0.0, 0
-    config = trainer.config
     with fork_rng():
-        torch.manual_seed(config.seed + EVAL_SEED_OFFSET)
+        torch.manual_seed(_eval_seed(trainer, None))
         chunks = range(0, len(prompts), batch_size)
         for start in tqdm(chunks, desc="evaluating", unit="batch", disable=not progress):
             batch = trainer.generate(prompts[start : start + batch_size])
@@ -91,13 +107,13 @@ def evaluate(
 
 @torch.no_grad()
 def generate_texts(
-    trainer: LMTrainer, prompt: str, n: int = 1, seed: int | None = None, batch_size: int = 32
+    trainer: Policy, prompt: str, n: int = 1, seed: int | None = None, batch_size: int = 32
 ):
     """``n`` completions of one prompt with their rewards, and whether the prompt was cut.
     They are sampled ``batch_size`` at a time, so memory does not grow with ``n``."""
     texts, truncated = [], False
     with fork_rng():
-        torch.manual_seed(trainer.config.seed + EVAL_SEED_OFFSET if seed is None else seed)
+        torch.manual_seed(_eval_seed(trainer, seed))
         for start in range(0, n, batch_size):
             batch = trainer.generate([prompt] * min(batch_size, n - start))
             texts += decode_completions(trainer.tokenizer, batch)
@@ -113,7 +129,7 @@ def _colour(advantage: float, scale: float) -> str:
 
 
 @torch.no_grad()
-def explain_html(trainer: LMTrainer, prompt: str, top: int = 5, seed: int | None = None) -> str:
+def explain_html(trainer: Policy, prompt: str, top: int = 5, seed: int | None = None) -> str:
     """An HTML page: the prompt, then each generated token coloured by its advantage.
 
     ``A(s, a) = Q(s, a) - V(s)`` with ``Q = beta * (logits - ref_logits)`` and the soft value
@@ -122,7 +138,7 @@ def explain_html(trainer: LMTrainer, prompt: str, top: int = 5, seed: int | None
     """
     config = trainer.config
     with fork_rng():
-        torch.manual_seed(config.seed + EVAL_SEED_OFFSET if seed is None else seed)
+        torch.manual_seed(_eval_seed(trainer, seed))
         batch = trainer.generate([prompt])
     logits = forward_logits(trainer.model, batch.tokens, batch.attention)[0]
     ref_logits = forward_logits(trainer.reference, batch.tokens, batch.attention)[0]

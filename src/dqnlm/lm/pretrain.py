@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dqnlm.core.checkpoint import replace_dir
 from dqnlm.errors import DQNLMError
 from dqnlm.lm.data import load_reviews, opening_words, split_reviews
 from dqnlm.lm.quiet import quiet_transformers
@@ -189,14 +190,3 @@ def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = T
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Put directory ``new`` at ``target``; an older ``target`` is swapped out, then removed."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

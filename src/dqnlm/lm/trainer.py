@@ -11,32 +11,16 @@ training started from; see :mod:`dqnlm.lm.config` for why.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from dqnlm.config_io import to_toml
-from dqnlm.core.checkpoint import (
-    CheckpointError,
-    atomic_write_text,
-    load_checkpoint,
-    load_optimizer_state,
-    optimizer_state,
-    save_checkpoint,
-)
+from dqnlm.core.checkpoint import load_optimizer_state, optimizer_state, replace_dir
 from dqnlm.core.precision import MasterWeights
-from dqnlm.core.rng import restore_rng, rng_tensors
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError, TrainingDiverged
@@ -60,15 +44,15 @@ from dqnlm.lm.models import (
     reference_of,
     resolve_model_source,
 )
-from dqnlm.lm.pretrain import replace_dir
 from dqnlm.lm.qlearning import sequence_kl, update_loss
 from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
-from dqnlm.metrics import MetricsLogger, save_figure
+from dqnlm.metrics import save_figure
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
+from dqnlm.run import Run, Trainer
+from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
-CHECKPOINTS = "checkpoints"
 COLUMNS = (
     "step",
     "time_s",
@@ -159,7 +143,7 @@ def check_run_config(config: LMConfig, run_dir: Path, source: str, trust_code: b
             check_inside(Path(path).expanduser().absolute(), run_dir, what, source, False)
 
 
-class LMTrainer:
+class LMTrainer(Trainer):
     """Owns the LM Q-network, its reference, its target network, replay and run directory."""
 
     def __init__(
@@ -185,7 +169,9 @@ class LMTrainer:
         )
         self.model_source = resolve_model_source(cfg.model, progress)
         self.tokenizer = load_tokenizer(self.model_source)
-        torch.manual_seed(cfg.seed)
+        # independent streams from one run seed (dqnlm.seeding): adjacent seeds share none
+        self.seeds = seed_streams(cfg.seed)
+        torch.manual_seed(self.seeds.torch)
         model = load_model(self.model_source, cfg.dtype, self.device, trust_code)
         width = cfg.prompt_tokens + cfg.new_tokens
         limit = context_length(model)
@@ -198,20 +184,22 @@ class LMTrainer:
         self.model = add_lora(model, cfg.lora_rank, cfg.lora_alpha) if lora else model
         self.reference = reference_of(self.model, lora)
         self.target = TargetNetwork(
-            self.model, cfg.target, cfg.target_period, cfg.tau, only=is_adapter if lora else None
+            self.model,
+            cfg.target_update,
+            cfg.target_update_period,
+            cfg.tau,
+            only=is_adapter if lora else None,
         )
         # AdamW steps float32 masters of bfloat16 weights: its small steps would round away
         self.weights = MasterWeights([p for p in self.model.parameters() if p.requires_grad])
         self.optimizer = torch.optim.AdamW(self.weights.master, lr=cfg.learning_rate)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(self.seeds.train)  # prompts of each round
         capacity = len(offline) if offline else cfg.replay_capacity
-        self.replay = SequenceReplay(capacity, width, cfg.seed)
+        self.replay = SequenceReplay(capacity, width, self.seeds.replay)
         if offline:
             self._fill_offline(offline)
         self._empty_score = float(self.score([""])[0]) if cfg.shaping else 0.0
         self.round = self.num_updates = 0
-        self.elapsed = 0.0
-        self.last_checkpoint: Path | None = None
 
     def _check_memory(self, model) -> None:
         """Refuse, before allocating, a round that cannot fit. Its largest tensors are
@@ -283,23 +271,16 @@ class LMTrainer:
         tokens, attention, actions, rewards = (
             t.to(self.device) for t in self.replay.sample(cfg.batch_size)
         )
-        # reference and target first: a LoRA target swaps its lagged adapters into the
-        # model in place, which must not happen between the online forward and backward
+        logits = forward_logits(self.model, tokens, attention)
         with torch.no_grad():
             ref_logits = forward_logits(self.reference, tokens, attention)
-            if cfg.target != "none":
+            if cfg.target_update == "none":
+                target_logits = logits.detach()
+            else:
                 target_logits = forward_logits(self.target, tokens, attention)
-        logits = forward_logits(self.model, tokens, attention)
-        if cfg.target == "none":
-            target_logits = logits.detach()
         loss, cql, mean_q = update_loss(
             logits, ref_logits, target_logits, tokens, actions, rewards, cfg
         )
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"training diverged at round {self.round + 1}, TD update {self.num_updates + 1}: "
-                f"the loss is {loss.item()}; last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.weights.grads_to_master()
@@ -309,7 +290,7 @@ class LMTrainer:
         self.weights.master_to_model()
         self.num_updates += 1
         self.target.update(self.num_updates)
-        return loss.item(), cql.item(), mean_q.item()
+        return tuple(torch.stack([loss.detach(), cql.detach(), mean_q.detach()]).tolist())
 
     @torch.no_grad()
     def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -365,20 +346,12 @@ class LMTrainer:
         """Train to ``config.rounds``; returns the final evaluation (or None when skipped)."""
         cfg = self.config
         if self.run_dir is None:
-            raise DQNLMError("LMTrainer.learn needs a run directory")
-        resumed = self.round if self.round > 0 else None
-        fresh = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
-        logger = MetricsLogger(self.run_dir, COLUMNS, tensorboard, resumed, tb_prefix="lm")
-        bar = tqdm(
-            total=cfg.rounds,
-            initial=self.round,
-            desc="lm q-learning",
-            unit="round",
-            disable=not progress,
-        )
-        try:
+            raise DQNLMError("LMTrainer.learn needs a run directory (the tuned model goes there)")
+        run = Run(
+            self, COLUMNS, total=cfg.rounds, unit="round", desc="lm q-learning",
+            progress=progress, tensorboard=tensorboard, tb_prefix="lm",
+        )  # fmt: skip
+        with run:
             while self.round < cfg.rounds:
                 started = time.perf_counter()
                 batch, rewards, scores, kl = self._collect()
@@ -386,15 +359,12 @@ class LMTrainer:
                     self.replay.add(batch, rewards)
                 results = []
                 for _ in range(cfg.updates_per_round):
-                    with _interrupts_deferred():  # weights, optimizer and target move together
-                        results.append(self._update())
+                    results.append(self._update())
+                    run.check_finite(self.where(), td_loss=results[-1][0])
                 td, cql, mean_q = (float(np.mean(r)) for r in zip(*results))
-                seconds = time.perf_counter() - started
-                self.elapsed += seconds
                 self.round += 1
-                tokens_per_s = float(batch.actions.sum()) / seconds
+                tokens_per_s = float(batch.actions.sum()) / (time.perf_counter() - started)
                 values = {
-                    "time_s": self.elapsed,
                     "updates": self.num_updates,
                     "reward": float(scores.mean()),
                     "kl": float(kl.mean()),
@@ -403,52 +373,42 @@ class LMTrainer:
                     "mean_q": mean_q,
                     "tokens_per_s": tokens_per_s,
                 }
-                logger.log(self.round, **values)
-                bar.update(1)
-                bar.set_postfix(
+                run.log(self.round, **values)
+                run.advance(
+                    1,
                     reward=f"{values['reward']:.3f}",
                     kl=f"{values['kl']:.2f}",
                     td=f"{td:.4f}",
                     tok_s=f"{tokens_per_s:.0f}",
                 )
-                self._check_weights()
                 self._check_logits(batch)
                 if self.round % cfg.checkpoint_every == 0 or self.round == cfg.rounds:
-                    self.save_checkpoint()
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                self._save_on_interrupt()
-            if fresh and self.last_checkpoint is None:  # leave nothing half-written behind
-                logger.close()
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise
-        finally:
-            bar.close()
-            logger.close()
-        plot_lm_run(self.run_dir)
-        self.save_model(self.run_dir / "model")
-        if cfg.eval_prompts == 0:
-            return None
-        from dqnlm.lm.evaluate import evaluate
+                    run.checkpoint()
+                run.safe_point()
+            run.loop_done()
+            plot_lm_run(self.run_dir)
+            self.save_model(self.run_dir / "model")
+            if cfg.eval_prompts == 0:
+                return None
+            from dqnlm.lm.evaluate import evaluate
 
-        result = evaluate(self, load_prompts(cfg.eval_set), cfg.eval_prompts, progress=progress)
-        atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
+            prompts = load_prompts(cfg.eval_set)
+            result = evaluate(self, prompts, cfg.eval_prompts, progress=progress)
+            run.finish(result)
         return result
 
-    def _check_weights(self) -> None:
-        if not self._finite_weights():
-            raise TrainingDiverged(
-                f"training diverged in round {self.round}: the weights are not finite; "
-                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
-
-    def _finite_weights(self) -> bool:
-        return all(torch.isfinite(t).all() for t in self._trained_tensors().values())
+    def where(self) -> str:
+        return f"round {self.round + 1}, TD update {self.num_updates}"
 
     @torch.no_grad()
     def _check_logits(self, batch: TokenBatch, rows: int = 4) -> None:
         """Finite weights can still be huge enough to overflow the logits (a learning rate
         of 1e30): probe a few of the round's texts, so no such model is checkpointed."""
+        if not self.finite():
+            raise TrainingDiverged(
+                f"training diverged in round {self.round}: the weights are not finite; "
+                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
+            )
         logits = forward_logits(self.model, batch.tokens[:rows], batch.attention[:rows])
         if not torch.isfinite(logits).all():
             raise TrainingDiverged(
@@ -456,16 +416,11 @@ class LMTrainer:
                 f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
             )
 
-    def _save_on_interrupt(self) -> None:
-        """Ctrl-C or SIGTERM: checkpoint the state (consistent between TD updates) if it is
-        finite, so ``--resume`` loses at most part of a round."""
-        if self.run_dir is None or not self._finite_weights():
-            return
-        with _interrupts_deferred():
-            self.save_checkpoint()
-            print(f"interrupted: saved {self.last_checkpoint}", file=sys.stderr)
-
     # ----------------------------------------------------------- checkpoints
+    @property
+    def step(self) -> int:
+        return self.round
+
     def _trained_tensors(self) -> dict[str, torch.Tensor]:
         """The weights training changes (all parameters, or the LoRA adapters only), as the
         float32 masters the optimizer steps: a bfloat16 run resumes exactly."""
@@ -473,85 +428,51 @@ class LMTrainer:
         names = [n for n, p in named if p.requires_grad]
         return {n: m.detach() for n, m in zip(names, self.weights.master, strict=True)}
 
-    def _target_tensors(self) -> dict[str, torch.Tensor]:
-        return self.target.lagged_parameters()
+    def finite(self) -> bool:
+        return all(torch.isfinite(t).all() for t in self._trained_tensors().values())
 
-    def save_checkpoint(self) -> Path:
-        """Trained weights, target, optimizer, replay, RNG states and counters, atomically."""
-        self._check_weights()
-        trained = self._trained_tensors()
+    def state(self):
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
-        tensors = {f"model.{k}": v for k, v in trained.items()}
-        tensors.update({f"target.{k}": v for k, v in self._target_tensors().items()})
+        tensors = {f"model.{k}": v for k, v in self._trained_tensors().items()}
+        tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
         tensors.update(opt_tensors)
-        tensors.update(rng_tensors())
         meta = {
-            "config": dataclasses.asdict(self.config),
             "model_source": self.model_source,
-            "round": self.round,
             "num_updates": self.num_updates,
-            "elapsed_s": self.elapsed,
             "optimizer": opt_meta,
             "rng": {
                 "prompts": self.rng.bit_generator.state,
                 "replay": self.replay.rng.bit_generator.state,
             },
         }
-        self.last_checkpoint = save_checkpoint(
-            self.run_dir / CHECKPOINTS, self.round, tensors, meta, self.replay.state_dict()
-        )
-        return self.last_checkpoint
+        return tensors, meta, self.replay.state_dict()
+
+    def load_state(self, tensors, meta, arrays) -> None:
+        with torch.no_grad():
+            for name, value in self._trained_tensors().items():
+                value.copy_(tensors[f"model.{name}"])
+        self.weights.master_to_model()
+        self.target.load_state_dict(_prefixed(tensors, "target."))
+        load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        self.rng.bit_generator.state = meta["rng"]["prompts"]
+        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
+        if arrays is not None:
+            self.replay.load_state_dict(arrays)
+        self.round = int(meta["step"])
+        self.num_updates = int(meta["num_updates"])
 
     @classmethod
-    def load(
-        cls,
-        run_dir: str | Path,
-        rounds: int | None = None,
-        device: str | None = None,
-        trust_code: bool = False,
-    ) -> LMTrainer:
-        """Rebuild a trainer from the newest checkpoint in ``run_dir`` (to evaluate or resume).
+    def config_from_checkpoint(cls, meta, run_dir, source, trust_code) -> LMConfig:
+        """The saved config with the model it actually loaded (the embedded default's
+        folder). Without ``trust_code`` it may not import a reward module or read files
+        outside ``run_dir`` (see :func:`check_run_config`), nor load pickled weights."""
+        config = LMConfig(**dict(meta["config"], model=meta["model_source"]))
+        check_run_config(config, run_dir, source, trust_code)
+        return config
 
-        Without ``trust_code`` the saved config may not import a reward module or read
-        files outside ``run_dir`` (see :func:`check_run_config`), nor load pickled weights.
-        """
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise CheckpointError(f"run directory {run_dir} does not exist")
-        ckpt = load_checkpoint(run_dir / CHECKPOINTS)
-        try:
-            values = dict(ckpt.meta["config"], model=ckpt.meta["model_source"])
-            if rounds is not None:
-                values["rounds"] = rounds
-            if device is not None:
-                values["device"] = device
-            config = LMConfig(**values)
-            check_run_config(config, run_dir, str(ckpt.path), trust_code)
-            trainer = cls(config, run_dir, progress=False, trust_code=trust_code)
-            tensors = ckpt.tensors
-            with torch.no_grad():
-                for name, value in trainer._trained_tensors().items():
-                    value.copy_(tensors[f"model.{name}"])
-            trainer.weights.master_to_model()
-            # the lagged tensors themselves (a full copy, or LoRA's adapter shadows)
-            trainer.target.load_lagged_parameters(
-                {name: tensors[f"target.{name}"] for name in trainer._target_tensors()}
-            )
-            if not trainer._finite_weights():
-                raise CheckpointError(f"checkpoint {ckpt.path} holds NaN or infinite weights")
-            load_optimizer_state(trainer.optimizer, tensors, ckpt.meta["optimizer"])
-            restore_rng(tensors)
-            trainer.rng.bit_generator.state = ckpt.meta["rng"]["prompts"]
-            trainer.replay.rng.bit_generator.state = ckpt.meta["rng"]["replay"]
-            if ckpt.arrays is not None:
-                trainer.replay.load_state_dict(ckpt.arrays)
-            trainer.round = int(ckpt.meta["round"])
-            trainer.num_updates = int(ckpt.meta["num_updates"])
-            trainer.elapsed = float(ckpt.meta["elapsed_s"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
-        trainer.last_checkpoint = ckpt.path
-        return trainer
+    @classmethod
+    def _rebuild(cls, config: LMConfig, run_dir: Path, trust_code: bool) -> LMTrainer:
+        return cls(config, run_dir, progress=False, trust_code=trust_code)
 
     def save_model(self, out: Path) -> Path:
         """The tuned model as a Hugging Face directory (LoRA: the adapter), written atomically."""
@@ -568,20 +489,8 @@ class LMTrainer:
         return out
 
 
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Hold SIGINT and SIGTERM until the block ends, so Ctrl-C lands between steps that
-    must happen together (a signal sent meanwhile is delivered right after)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
-        threading.main_thread()
-    ):
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
