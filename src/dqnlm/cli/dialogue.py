@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from dqnlm.cli.common import (
-    add_config_arguments,
-    add_overwrite_argument,
-    add_trust_argument,
-    config_fields_help,
-    config_from_run,
-)
+from dqnlm.cli import common
 from dqnlm.dialogue.config import RULE_EVAL_SEED
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
@@ -52,7 +45,7 @@ def _agent_arguments(p, split_default: str) -> None:
         help="first dialogue seed (default: a run's test stream, as its eval.json; "
         f"{RULE_EVAL_SEED} for rule)",
     )
-    add_trust_argument(p, TRUST)
+    common.add_trust_argument(p, TRUST)
 
 
 def add_dialogue_parser(sub) -> None:
@@ -68,24 +61,14 @@ def add_dialogue_parser(sub) -> None:
         "network, Double DQN, action masking) on the domain's training goals, then "
         "evaluate it on the held-out test goals. Settings apply in order: --config file, "
         "--domain, --set, then --seed/--epochs.",
-        epilog=config_fields_help(DialogueDQNConfig),
+        epilog=common.config_fields_help(DialogueDQNConfig),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--domain", help="movie (default), restaurant, or a schema file (.json/.yaml)")
-    add_config_arguments(p, "target_update=polyak")
+    common.add_config_arguments(p, "target_update=polyak")
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="training epochs (also extends --resume)")
-    p.add_argument(
-        "--run-dir", type=Path, help="outputs (default: runs/dialogue-<domain>-s<seed>-<time>)"
-    )
-    p.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint"
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
-    add_overwrite_argument(p)
-    add_trust_argument(p, TRUST)
+    common.add_train_arguments(p, "dialogue-<domain>", TRUST)
 
     p = dialogue.add_parser(
         "eval",
@@ -110,7 +93,7 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
     p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
     p.add_argument("--seed", type=int, default=0, help="picks the example goal shown (default 0)")
-    add_trust_argument(p, TRUST)
+    common.add_trust_argument(p, TRUST)
 
 
 def _load_agent(args, **env_overrides):
@@ -147,37 +130,24 @@ def _env_overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    import torch
-
-    from dqnlm.config_io import load_toml, parse_override, replace
     from dqnlm.dialogue.config import DialogueDQNConfig
     from dqnlm.dialogue.dqn import DialogueDQN, domain_inside
 
-    if args.threads < 1:
-        raise DQNLMError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     if args.resume:
-        given = [f for f in ("domain", "config", "seed", "run_dir") if getattr(args, f) is not None]
-        if given or args.overrides:
-            raise DQNLMError(
-                "--resume takes its config from the run directory; only --epochs may be given "
-                f"with it (got {', '.join(given + ['--set'] * bool(args.overrides))})"
-            )
+        common.refuse_config_with_resume(args, ("epochs",), ("domain",))
         run_dir = args.resume
     else:
-        config = DialogueDQNConfig()
-        if args.config:
-            config = replace(config, load_toml(args.config), source=str(args.config))
-        if args.domain is not None:  # an empty --domain is a mistake, not the default
-            config = replace(config, {"domain": args.domain}, source="--domain")
-        config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
-        flags = {"seed": args.seed, "epochs": args.epochs}
-        config = replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
-        config = config.validate()
-        name = Path(config.domain).stem
-        run_dir = args.run_dir or Path("runs") / (
-            f"dialogue-{name}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        config = common.layer_config(
+            DialogueDQNConfig(),
+            args.config,
+            args.overrides,
+            {"seed": args.seed, "epochs": args.epochs},
+            # an empty --domain is a mistake, not the default: only None is skipped
+            before_set={"domain": args.domain},
+        ).validate()
+        name = f"dialogue-{Path(config.domain).stem}"
+        run_dir = args.run_dir or common.default_run_dir(name, config.seed)
     with training_run(
         run_dir,
         resume=bool(args.resume),
@@ -186,7 +156,7 @@ def cmd_train(args) -> int:
         load=lambda: DialogueDQN.resume(run_dir, epochs=args.epochs, trust_code=args.trust_code),
         restart=lambda values, source: DialogueDQN(
             domain_inside(
-                config_from_run(DialogueDQNConfig, values, source, epochs=args.epochs),
+                common.config_from_run(DialogueDQNConfig, values, source, epochs=args.epochs),
                 run_dir,
                 source,
                 args.trust_code,

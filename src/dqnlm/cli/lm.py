@@ -5,16 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from dqnlm.cli.common import (
-    add_config_arguments,
-    add_overwrite_argument,
-    add_trust_argument,
-    config_fields_help,
-    config_from_run,
-)
+from dqnlm.cli import common
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
 from dqnlm.seeding import check_seed
@@ -36,7 +29,7 @@ def _lm_import(name: str):
 def _train_epilog() -> str:
     from dqnlm.lm.config import PRESETS, LMConfig
 
-    lines = [config_fields_help(LMConfig), "\npresets:"]
+    lines = [common.config_fields_help(LMConfig), "\npresets:"]
     for name, values in PRESETS.items():
         lines.append(f"  {name}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     lines += [
@@ -79,17 +72,11 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--preset", help="a ready configuration: sentiment")
     p.add_argument("--model", help="HF model directory or hub name (default: embedded GPT-2)")
     p.add_argument("--reward", help="reward spec, e.g. vader or keyword:great (see below)")
-    add_config_arguments(p, "beta=0.2")
+    common.add_config_arguments(p, "beta=0.2")
     p.add_argument("--seed", type=int)
     p.add_argument("--rounds", type=int, help="training length in rounds (also extends --resume)")
-    p.add_argument("--run-dir", type=Path, help="outputs (default: runs/lm-<name>-s<seed>-<time>)")
-    p.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint"
-    )
-    _common(p)
-    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
-    add_overwrite_argument(p)
-    add_trust_argument(p, TRUST)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    common.add_train_arguments(p, "lm-<name>", TRUST, threads=None)
 
     p = lm.add_parser("eval", help="score a run on held-out prompts")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -101,7 +88,6 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--n", type=int, default=100, help="prompts to score (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _common(p)
-    add_trust_argument(p, TRUST)
 
     p = lm.add_parser("generate", help="sample completions of a prompt from a run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -111,7 +97,6 @@ def add_lm_parser(sub) -> None:
     )
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
     _common(p)
-    add_trust_argument(p, TRUST)
 
     p = lm.add_parser(
         "explain",
@@ -122,51 +107,34 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.html")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
     _common(p)
-    add_trust_argument(p, TRUST)
 
 
 MAX_COMPLETIONS = 10_000  # more than anyone reads from a terminal
 
 
 def _common(p) -> None:
+    """The options of the commands that load a trained run."""
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, all cores)")
+    common.add_threads_argument(p, None)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_trust_argument(p, TRUST)
 
 
-def _setup(args) -> None:
-    import torch
-
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise DQNLMError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-
-
-def _resolve_config(args):
-    from dqnlm.config_io import load_toml, parse_override, replace
+def _preset(name: str | None):
+    """LMConfig with preset ``name`` applied (LM presets are dicts of fields)."""
+    from dqnlm.config_io import replace
 
     config_mod = _lm_import("config")
+    if name and name not in config_mod.PRESETS:
+        raise DQNLMError(f"unknown preset {name!r}; choose one of {', '.join(config_mod.PRESETS)}")
     config = config_mod.LMConfig()
-    if args.preset:
-        if args.preset not in config_mod.PRESETS:
-            raise DQNLMError(
-                f"unknown preset {args.preset!r}; choose one of {', '.join(config_mod.PRESETS)}"
-            )
-        config = replace(config, config_mod.PRESETS[args.preset], source=f"preset {args.preset}")
-    if args.config:
-        from_file = load_toml(args.config)
-        overridden = args.reward is not None or any(o.startswith("reward=") for o in args.overrides)
-        if isinstance(from_file.get("reward"), str) and not overridden:
-            rewards = _lm_import("rewards")
-            rewards.check_reward_module(from_file["reward"], str(args.config), args.trust_code)
-        config = replace(config, from_file, source=str(args.config))
-    flags = {"model": args.model, "reward": args.reward}
-    config = replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
-    config = replace(config, dict(parse_override(o) for o in args.overrides), source="--set")
-    flags = {"seed": args.seed, "rounds": args.rounds, "device": args.device}
-    return replace(config, {k: v for k, v in flags.items() if v is not None}, source="flags")
+    return replace(config, config_mod.PRESETS[name], source=f"preset {name}") if name else config
+
+
+def _check_file_reward(values: dict, source: str, trust_code: bool) -> None:
+    """A `module:function` reward imports its module: only with --trust-code."""
+    if isinstance(values.get("reward"), str):
+        _lm_import("rewards").check_reward_module(values["reward"], source, trust_code)
 
 
 def _load(args):
@@ -192,34 +160,28 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    _setup(args)
+    common.set_threads(args.threads)
     trainer_mod = _lm_import("trainer")
     if args.resume:
-        given = [
-            f
-            for f in ("preset", "model", "reward", "config", "seed", "run_dir")
-            if getattr(args, f) is not None
-        ]
-        if given or args.overrides:
-            names = ", ".join(given + ["--set"] * bool(args.overrides))
-            raise DQNLMError(
-                "--resume takes its config from the run directory; only --rounds and --device "
-                f"may be given with it (got {names})"
-            )
+        common.refuse_config_with_resume(args, ("rounds", "device"), ("preset", "model", "reward"))
         run_dir = args.resume
     else:
-        config = _resolve_config(args).validate()
-        name = args.preset or "custom"
-        run_dir = (
-            args.run_dir
-            or Path("runs") / f"lm-{name}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        config = common.layer_config(
+            _preset(args.preset),
+            args.config,
+            args.overrides,
+            {"seed": args.seed, "rounds": args.rounds, "device": args.device},
+            before_set={"model": args.model, "reward": args.reward},
+            check_file=lambda values, source: _check_file_reward(values, source, args.trust_code),
+        ).validate()
+        name = f"lm-{args.preset or 'custom'}"
+        run_dir = args.run_dir or common.default_run_dir(name, config.seed)
     flags = {"rounds": args.rounds, "device": args.device}
     config_cls, trainer_cls = _lm_import("config").LMConfig, trainer_mod.LMTrainer
     progress, trust = not args.no_progress, args.trust_code
 
     def restart(values: dict, source: str):
-        saved = config_from_run(config_cls, values, source, **flags)
+        saved = common.config_from_run(config_cls, values, source, **flags)
         trainer_mod.check_run_config(saved, run_dir, source, trust)
         return trainer_cls(saved, run_dir, progress=progress, trust_code=trust)
 
@@ -246,7 +208,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    _setup(args)
+    common.set_threads(args.threads)
     if args.n < 1:
         raise DQNLMError(f"--n must be >= 1, got {args.n}")
     data = _lm_import("data")
@@ -289,7 +251,7 @@ def _check_prompt(trainer, prompt: str) -> None:
 
 
 def cmd_generate(args) -> int:
-    _setup(args)
+    common.set_threads(args.threads)
     if not 1 <= args.n <= MAX_COMPLETIONS:
         raise DQNLMError(f"--n must be in [1, {MAX_COMPLETIONS}], got {args.n}")
     _check_seed(args.seed)
@@ -304,7 +266,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    _setup(args)
+    common.set_threads(args.threads)
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise DQNLMError(f"--out must be an .html file, got {args.out}")
     if not args.out.parent.is_dir():
