@@ -13,6 +13,7 @@ import pytest
 
 from dqnlm.cli import main
 from dqnlm.dialogue import load_domain
+from dqnlm.dialogue.config import DialogueDQNConfig
 from dqnlm.seeding import seed_streams
 
 TINY = [
@@ -84,7 +85,8 @@ def test_help(capsys):
     out = capsys.readouterr().out
     for command in ("train", "eval", "show", "chat"):
         assert command in out
-    for field in ("config fields", "target_update = 'epoch'", "warm_start_dialogues", "tau"):
+    target = f"target_update = {DialogueDQNConfig().target_update!r}"  # defaults are shown
+    for field in ("config fields", target, "warm_start_dialogues", "tau"):
         assert field in out
 
 
