@@ -163,7 +163,7 @@ def test_resume_after_sigkill(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"resuming {run} at step {killed.global_step} of 3000" in result.stdout
     ckpt = load_checkpoint(run / "checkpoints")
-    assert ckpt.meta["global_step"] == 3000
+    assert ckpt.meta["step"] == 3000
     assert ckpt.meta["config"]["total_steps"] == 3000
     # rows logged after the checkpoint by the killed process were dropped, not duplicated
     steps = [int(r["step"]) for r in read_metrics(metrics) if r["episode_return"]]

@@ -396,7 +396,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, capsys, monkeypat
         "step-0000000200.json",
         "No space left on device; the previous checkpoint is intact",
     )
-    assert load_checkpoint(run / "checkpoints").meta["global_step"] == 100
+    assert load_checkpoint(run / "checkpoints").meta["step"] == 100
     assert not list((run / "checkpoints").glob("step-0000000200*"))
 
 
@@ -628,7 +628,7 @@ def test_sigterm_to_a_sweep_checkpoints_its_runs_and_exits_143(tmp_path):
         proc.kill()
     assert proc.returncode == 143, err
     assert "Traceback" not in err
-    assert load_checkpoint(run / "checkpoints").meta["global_step"] >= 100
+    assert load_checkpoint(run / "checkpoints").meta["step"] >= 100
     assert not (run / LOCK).exists() and not (out / LOCK).exists()
 
 
@@ -656,5 +656,5 @@ def test_sigterm_during_training_saves_a_checkpoint(tmp_path):
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     ckpt = load_checkpoint(run / "checkpoints")
-    assert ckpt.meta["global_step"] >= 200
+    assert ckpt.meta["step"] >= 200
     assert not (run / LOCK).exists()

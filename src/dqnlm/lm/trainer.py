@@ -388,7 +388,8 @@ class LMTrainer(Trainer):
             run.loop_done()
             plot_lm_run(self.run_dir)
             self.save_model(self.run_dir / "model")
-            if cfg.eval_prompts == 0:
+            if cfg.eval_prompts == 0:  # eval.json still marks the run finished
+                run.finish({"evaluated": False, "rounds": self.round})
                 return None
             from dqnlm.lm.evaluate import evaluate
 
