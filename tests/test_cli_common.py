@@ -1,9 +1,10 @@
-"""What the three train commands share (dqnlm.cli.common): the --resume guard, config
-layering and --threads."""
+"""What the three train commands share (dqnlm.cli.common): --version, the --resume guard,
+config layering and --threads."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 
 import pytest
 import torch
@@ -26,6 +27,13 @@ def one_error_line(capsys) -> str:
 def needs_lm(command: str) -> None:
     if command == "lm":
         pytest.importorskip("transformers")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"dqnlm {importlib.metadata.version('dqnlm')}\n"
 
 
 # ------------------------------------------------------------------------- --resume guard

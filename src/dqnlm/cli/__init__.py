@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.metadata
 import os
 import signal
 import sys
 import threading
 
+import dqnlm
 from dqnlm.cli.control import add_control_parsers, cmd_eval, cmd_plot, cmd_presets, cmd_train
 from dqnlm.cli.dialogue import add_dialogue_parser, cmd_dialogue
 from dqnlm.cli.experiments import add_experiment_parsers, cmd_report, cmd_sweep
@@ -18,10 +20,18 @@ from dqnlm.core.checkpoint import CheckpointError
 from dqnlm.errors import DQNLMError
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("dqnlm")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return getattr(dqnlm, "__version__", "unknown")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dqnlm", description="Deep Q-learning with target networks."
     )
+    parser.add_argument("--version", action="version", version=f"dqnlm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_control_parsers(sub)
     add_lm_parser(sub)
