@@ -111,13 +111,13 @@ def visited():
         ("learning_rate", 0.0, "learning_rate must be > 0, got 0.0"),
         ("max_grad_norm", -1.0, "max_grad_norm must be >= 0, got -1.0"),
         ("tau", 0.0, "tau must be in (0, 1], got 0.0"),
-        ("loss", "l1", "loss must be huber or mse, got 'l1'"),
+        ("loss", "l1", "loss must be one of huber, mse, got 'l1'"),
         (
             "target_update",
             "soft",
             "target_update must be one of hard, polyak, none, got 'soft'",
         ),
-        ("device", "tpu", "device must be cpu, cuda or auto, got 'tpu'"),
+        ("device", "tpu", "device must be one of auto, cpu, cuda, got 'tpu'"),
         ("max_turns", 2, "max_turns must be in [3, 1000], got 2"),
         ("slot_error_rate", 1.5, "slot_error_rate must be in [0, 1], got 1.5"),
         ("intent_error_rate", math.nan, "intent_error_rate must be in [0, 1], got nan"),
@@ -274,7 +274,7 @@ def spy_updates(monkeypatch, agent, record):
 def test_the_per_epoch_copy_is_a_period_in_gradient_updates():
     """TC-Bot's copy per epoch is now hard with a period in gradient updates: the old
     `epoch` rule is refused with a pointer to it."""
-    with pytest.raises(ConfigError, match="target_update_period, in gradient updates"):
+    with pytest.raises(ConfigError, match="hard with target_update_period in gradient updates"):
         DialogueDQNConfig(target_update="epoch").validate()
     assert DialogueDQNConfig().target_update == "hard"
 

@@ -92,7 +92,7 @@ def test_render_shows_the_dialogue():
 def test_config_errors_are_named():
     with pytest.raises(
         ConfigError,
-        match="split must be train or test.*max_turns must be in \\[3, 1000\\], got 2.*slot_error_rate",
+        match="split must be one of train, test.*max_turns must be in \\[3, 1000\\], got 2.*slot_error_rate",
     ):
         DialogueEnv(DialogueConfig(split="dev", max_turns=2, slot_error_rate=1.5))
     with pytest.raises(ConfigError, match="key_slots"):

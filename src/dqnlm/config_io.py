@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -127,3 +128,71 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+class Checks:
+    """Every invalid value of a config, collected so that all are reported at once, in one
+    line, with the same wording in every trainer's config."""
+
+    def __init__(self, config: Any) -> None:
+        self.config, self.problems = config, []
+
+    def need(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.problems.append(message)
+
+    def _each(self, names: str):
+        return ((name, getattr(self.config, name)) for name in names.split())
+
+    def at_least(self, low: float, names: str) -> None:
+        """Each of the space-separated ``names`` is >= ``low``."""
+        for name, value in self._each(names):
+            self.need(value >= low, f"{name} must be >= {low:g}, got {value}")
+
+    def positive(self, names: str) -> None:
+        """Each of ``names`` is a finite number > 0."""
+        for name, value in self._each(names):
+            self.need(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value}")
+
+    def within(self, low: float, high: float, names: str, open_low: bool = False) -> None:
+        """Each of ``names`` lies in [low, high] (or (low, high] with ``open_low``)."""
+        for name, value in self._each(names):
+            above = low < value if open_low else low <= value
+            ok = math.isfinite(value) and above and value <= high
+            shown = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+            self.need(ok, f"{name} must be in {shown}, got {value}")
+
+    def one_of(self, name: str, choices: tuple[str, ...], hint: str = "") -> None:
+        value = getattr(self.config, name)
+        self.need(
+            value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}{hint}"
+        )
+
+    def seed(self) -> None:
+        from dqnlm.seeding import check_seed
+
+        try:
+            check_seed(self.config.seed)
+        except ConfigError as e:
+            self.problems.append(str(e))
+
+    def target_network(self) -> None:
+        """The target-network fields every trainer shares: target_update (hard, polyak or
+        none), target_update_period (gradient updates) and tau."""
+        from dqnlm.core.target import TARGET_MODES
+
+        hint = ""
+        if self.config.target_update == "epoch":
+            hint = " (a copy per epoch is now hard with target_update_period in gradient updates)"
+        self.one_of("target_update", TARGET_MODES, hint)
+        self.at_least(1, "target_update_period")
+        self.within(0, 1, "tau", open_low=True)
+
+    def device(self) -> None:
+        self.one_of("device", ("auto", "cpu", "cuda"))
+
+    def done(self, what: str):
+        """The config, or a ConfigError listing every problem (``invalid {what}: ...``)."""
+        if self.problems:
+            raise ConfigError(f"invalid {what}: " + "; ".join(self.problems))
+        return self.config

@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dqnlm.config_io import Checks
 from dqnlm.core.losses import LOSS_KINDS
-from dqnlm.core.target import TARGET_MODES
-from dqnlm.errors import ConfigError
-from dqnlm.seeding import MAX_SEED
 
 LIMITS = {
     "total_steps": 10_000_000_000,
@@ -113,74 +111,39 @@ class DQNConfig:
     save_replay: bool = False
     """Store the replay buffer (npz) with each checkpoint, for exact resumption."""
 
-    def errors(self) -> list[str]:
-        """Every invalid value, described with its name and value."""
-        problems = []
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        need(
-            isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
-            f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}",
+    def validate(self) -> DQNConfig:
+        """Return self, or raise ConfigError listing every invalid field."""
+        check = Checks(self)
+        check.seed()
+        check.need(
+            bool(self.env_id.strip()), f"env_id must name an environment, got {self.env_id!r}"
         )
-        need(bool(self.env_id.strip()), f"env_id must name an environment, got {self.env_id!r}")
         # caps on what has no sane use (a typo of 1e30 steps would train forever, and 1e8
         # envs would hang building them before any memory estimate could refuse them)
         for name, cap in LIMITS.items():
             value = getattr(self, name)
-            need(value <= cap, f"{name} must be at most {cap:,}, got {value:,}")
-
-        for name in ("total_steps", "learning_starts", "eval_interval"):
-            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in (
-            "n_envs",
-            "batch_size",
-            "buffer_size",
-            "train_freq",
-            "gradient_steps",
-            "target_update_period",
-            "n_step",
-            "log_interval",
-            "checkpoint_interval",
-            "eval_episodes",
-            "final_eval_episodes",
-        ):
-            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        need(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
-        need(0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        need(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
-        need(
+            check.need(value <= cap, f"{name} must be at most {cap:,}, got {value:,}")
+        check.at_least(0, "total_steps learning_starts eval_interval")
+        check.at_least(
+            1,
+            "n_envs batch_size buffer_size train_freq gradient_steps n_step log_interval "
+            "checkpoint_interval eval_episodes final_eval_episodes",
+        )
+        check.within(0, 1, "gamma exploration_initial_eps exploration_final_eps")
+        check.within(0, 1, "exploration_fraction per_beta0")
+        check.positive("learning_rate per_eps")
+        check.at_least(0, "max_grad_norm per_alpha")
+        check.need(
             self.batch_size <= self.buffer_size,
             f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})",
         )
-        need(
-            self.target_update in TARGET_MODES,
-            f"target_update must be one of {TARGET_MODES}, got {self.target_update!r}",
-        )
-        need(self.loss in LOSS_KINDS, f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
-        need(
-            self.device in ("auto", "cpu", "cuda"),
-            f"device must be auto, cpu or cuda, got {self.device!r}",
-        )
-        need(
+        check.target_network()
+        check.one_of("loss", LOSS_KINDS)
+        check.device()
+        check.need(
             all(h >= 1 for h in self.hidden_sizes),
             f"hidden_sizes must be positive, got {list(self.hidden_sizes)}",
         )
-        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):
-            value = getattr(self, name)
-            need(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value}")
-        need(self.per_alpha >= 0, f"per_alpha must be >= 0, got {self.per_alpha}")
-        need(0.0 <= self.per_beta0 <= 1.0, f"per_beta0 must be in [0, 1], got {self.per_beta0}")
-        need(self.per_eps > 0, f"per_eps must be > 0, got {self.per_eps}")
         floats = [v for v in vars(self).values() if isinstance(v, float)]
-        need(all(math.isfinite(v) for v in floats), "hyperparameters must be finite numbers")
-        return problems
-
-    def validate(self) -> DQNConfig:
-        problems = self.errors()
-        if problems:
-            raise ConfigError("invalid config: " + "; ".join(problems))
-        return self
+        check.need(all(math.isfinite(v) for v in floats), "hyperparameters must be finite numbers")
+        return check.done("config")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dqnlm.core.target import TARGET_MODES
-from dqnlm.errors import ConfigError
-from dqnlm.seeding import check_seed
+from dqnlm.config_io import Checks
 
 MAX_TURNS = 1000
 """Utterances per dialogue at most: the state one-hot codes the turn, so its size grows
@@ -31,24 +29,16 @@ class DialogueConfig:
     """The agent hears the user's words: each user act goes through the NLG to text and
     back through the NLU, and the tracker sees what the NLU understood."""
 
-    def errors(self) -> list[str]:
-        """Every invalid value, described with its name and value."""
-        problems = []
-        if self.split not in ("train", "test"):
-            problems.append(f"split must be train or test, got {self.split!r}")
-        if not 3 <= self.max_turns <= MAX_TURNS:
-            problems.append(f"max_turns must be in [3, {MAX_TURNS}], got {self.max_turns}")
-        for name in ("slot_error_rate", "intent_error_rate"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                problems.append(f"{name} must be in [0, 1], got {value}")
-        return problems
+    def checks(self) -> Checks:
+        """This environment's invalid values."""
+        check = Checks(self)
+        check.one_of("split", ("train", "test"))
+        check.within(3, MAX_TURNS, "max_turns")
+        check.within(0, 1, "slot_error_rate intent_error_rate")
+        return check
 
     def validate(self) -> DialogueConfig:
-        problems = self.errors()
-        if problems:
-            raise ConfigError("invalid dialogue config: " + "; ".join(problems))
-        return self
+        return self.checks().done("dialogue config")
 
 
 MAX_DIALOGUES = 100_000_000
@@ -156,62 +146,42 @@ class DialogueDQNConfig:
         return self.warm_start_dialogues + self.epochs * self.dialogues_per_epoch
 
     def validate(self) -> DialogueDQNConfig:
-        problems = self.env_config().errors()
-        try:
-            check_seed(self.seed)
-        except ConfigError as e:
-            problems.append(str(e))
-        positive = (
-            "epochs dialogues_per_epoch batch_size buffer_size train_freq "
-            "target_update_period eval_interval eval_episodes checkpoint_interval"
-        )
-        for name in positive.split():
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warm_start_dialogues", "test_episodes"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        """Return self, or raise ConfigError listing every invalid field."""
+        check = Checks(self)
+        check.problems += self.env_config().checks().problems
+        check.seed()
+        check.at_least(
+            1, "epochs dialogues_per_epoch batch_size buffer_size train_freq eval_interval "
+            "eval_episodes checkpoint_interval",
+        )  # fmt: skip
+        check.at_least(0, "warm_start_dialogues test_episodes")
         for name in ("eval_episodes", "test_episodes"):
-            if getattr(self, name) > MAX_EVAL_DIALOGUES:
-                problems.append(
-                    f"{name} must be <= {MAX_EVAL_DIALOGUES:,}, got {getattr(self, name):,}"
-                )
+            value = getattr(self, name)
+            check.need(
+                value <= MAX_EVAL_DIALOGUES,
+                f"{name} must be <= {MAX_EVAL_DIALOGUES:,}, got {value:,}",
+            )
         if self.total_dialogues > MAX_DIALOGUES:
             days = self.total_dialogues / DIALOGUES_PER_SECOND / 86_400
-            problems.append(
+            check.need(
+                False,
                 f"warm_start_dialogues + epochs x dialogues_per_epoch = "
                 f"{self.total_dialogues:,} training dialogues (about {days:,.0f} days); "
-                f"at most {MAX_DIALOGUES:,}"
+                f"at most {MAX_DIALOGUES:,}",
             )
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            problems.append(f"hidden_sizes must be positive widths, got {list(self.hidden_sizes)}")
-        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 < self.gamma <= 1.0:
-            problems.append(f"gamma must be in (0, 1], got {self.gamma}")
-        if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
-            problems.append(f"reward_scale must be > 0, got {self.reward_scale}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            problems.append(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
-        if not 0.0 < self.tau <= 1.0:
-            problems.append(f"tau must be in (0, 1], got {self.tau}")
-        if self.loss not in ("huber", "mse"):
-            problems.append(f"loss must be huber or mse, got {self.loss!r}")
-        if self.target_update not in TARGET_MODES:
-            problems.append(
-                f"target_update must be one of {', '.join(TARGET_MODES)}, got "
-                f"{self.target_update!r}"
-                + (
-                    " (the per-epoch copy is now hard with target_update_period, in gradient updates)"
-                    if self.target_update == "epoch"
-                    else ""
-                )
-            )
-        if self.device not in ("cpu", "cuda", "auto"):
-            problems.append(f"device must be cpu, cuda or auto, got {self.device!r}")
-        if problems:
-            raise ConfigError("invalid dialogue DQN config: " + "; ".join(problems))
-        return self
+        check.need(
+            bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1,
+            f"hidden_sizes must be positive widths, got {list(self.hidden_sizes)}",
+        )
+        check.within(0, 1, "exploration_initial_eps exploration_final_eps exploration_fraction")
+        check.within(0, 1, "gamma", open_low=True)
+        check.positive("reward_scale learning_rate")
+        check.at_least(0, "max_grad_norm")
+        check.need(
+            math.isfinite(self.max_grad_norm),
+            f"max_grad_norm must be >= 0, got {self.max_grad_norm}",
+        )
+        check.one_of("loss", ("huber", "mse"))
+        check.target_network()
+        check.device()
+        return check.done("dialogue DQN config")

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dqnlm.core.target import TARGET_MODES
-from dqnlm.errors import ConfigError
-from dqnlm.seeding import MAX_SEED
+from dqnlm.config_io import Checks
 
 TD_KINDS = ("soft", "max", "double")
 
@@ -116,63 +114,23 @@ class LMConfig:
 
     def validate(self) -> LMConfig:
         """Return self, or raise ConfigError listing every invalid field."""
-        problems = []
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        need(
-            self.device in ("auto", "cpu", "cuda"),
-            f"device must be auto, cpu or cuda, got {self.device!r}",
-        )
-        need(
-            self.dtype in ("float32", "bfloat16"),
-            f"dtype must be float32 or bfloat16, got {self.dtype!r}",
-        )
-        need(
-            type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
-            f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}",
-        )
-        need(self.lora_rank >= 0, f"lora_rank must be >= 0, got {self.lora_rank}")
-        need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
-        for name in (
-            "rounds",
-            "prompts_per_round",
-            "prompt_tokens",
-            "new_tokens",
-            "updates_per_round",
-            "batch_size",
-            "replay_capacity",
-            "target_update_period",
-            "checkpoint_every",
-        ):
-            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        need(
-            0 <= self.min_new_tokens <= self.new_tokens,
-            f"min_new_tokens must be in [0, new_tokens={self.new_tokens}], got {self.min_new_tokens}",
-        )
-        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        need(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
-        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        need(self.beta > 0, f"beta must be > 0, got {self.beta}")
-        need(self.kind in TD_KINDS, f"kind must be one of {', '.join(TD_KINDS)}, got {self.kind!r}")
-        need(0 <= self.gamma <= 1, f"gamma must be in [0, 1], got {self.gamma}")
-        need(0 <= self.lam <= 1, f"lam must be in [0, 1], got {self.lam}")
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        need(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
-        need(self.kl_penalty >= 0, f"kl_penalty must be >= 0, got {self.kl_penalty}")
-        need(self.cql_alpha >= 0, f"cql_alpha must be >= 0, got {self.cql_alpha}")
-        need(
-            self.target_update in TARGET_MODES,
-            f"target_update must be one of {', '.join(TARGET_MODES)}, got {self.target_update!r}",
-        )
-        need(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        need(self.eval_prompts >= 0, f"eval_prompts must be >= 0, got {self.eval_prompts}")
-        need(bool(self.reward.strip()), "reward must not be empty")
-        if problems:
-            raise ConfigError("invalid LM config: " + "; ".join(problems))
-        return self
+        check = Checks(self)
+        check.device()
+        check.one_of("dtype", ("float32", "bfloat16"))
+        check.seed()
+        check.at_least(0, "lora_rank eval_prompts max_grad_norm kl_penalty cql_alpha top_k")
+        check.positive("lora_alpha temperature beta learning_rate")
+        check.at_least(
+            1, "rounds prompts_per_round prompt_tokens new_tokens updates_per_round "
+            "batch_size replay_capacity checkpoint_every",
+        )  # fmt: skip
+        check.within(0, self.new_tokens, "min_new_tokens")
+        check.within(0, 1, "top_p", open_low=True)
+        check.within(0, 1, "gamma lam")
+        check.one_of("kind", TD_KINDS)
+        check.target_network()
+        check.need(bool(self.reward.strip()), "reward must not be empty")
+        return check.done("LM config")
 
 
 # `dqnlm lm train --preset sentiment`: the issue's task, sized for 2 CPU cores (about 4
