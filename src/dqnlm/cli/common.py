@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dqnlm.errors import DQNLMError
+from dqnlm.seeding import check_seed
 
 C = TypeVar("C")
 
@@ -84,6 +85,12 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def check_seed_flag(seed: int | None) -> None:
+    """``--seed``, when given, must be a valid seed."""
+    if seed is not None:
+        check_seed(seed, "--seed")
 
 
 def refuse_config_with_resume(

@@ -10,7 +10,7 @@ from dqnlm.cli import common
 from dqnlm.dialogue.config import RULE_EVAL_SEED
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
-from dqnlm.seeding import check_seed, seed_streams
+from dqnlm.seeding import seed_streams
 
 RULE = "rule"
 MAX_EVAL_EPISODES = 1_000_000
@@ -176,11 +176,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _check_seed(seed: int | None) -> None:
-    if seed is not None:
-        check_seed(seed, "--seed")
-
-
 def _check_episodes(episodes: int | None, most: int) -> None:
     if episodes is not None and not 1 <= episodes <= most:
         raise DQNLMError(f"--episodes must be in [1, {most:,}], got {episodes:,}")
@@ -189,7 +184,7 @@ def _check_episodes(episodes: int | None, most: int) -> None:
 def cmd_eval(args) -> int:
     from dqnlm.dialogue import DialogueEnv, evaluate
 
-    _check_seed(args.seed)
+    common.check_seed_flag(args.seed)
     _check_episodes(args.episodes, MAX_EVAL_EPISODES)
     config, agent, seed = _load_agent(args, **_env_overrides(args))
     result = evaluate(DialogueEnv(config), agent, seed=seed, episodes=args.episodes)
@@ -208,7 +203,7 @@ def cmd_eval(args) -> int:
 def cmd_show(args) -> int:
     from dqnlm.dialogue import DialogueEnv
 
-    _check_seed(args.seed)
+    common.check_seed_flag(args.seed)
     _check_episodes(args.episodes, MAX_SHOW_EPISODES)
     config, agent, seed = _load_agent(args, **_env_overrides(args))
     env = DialogueEnv(config, render_mode="ansi")
@@ -236,7 +231,7 @@ def _pairs(values: dict) -> str:
 def cmd_chat(args) -> int:
     from dqnlm.dialogue import NLG, NLU, StateTracker, build_world, load_domain
 
-    check_seed(args.seed, "--seed")
+    common.check_seed_flag(args.seed)
     config, agent, _ = _load_agent(args)
     domain = load_domain(config.domain)
     world = build_world(domain)

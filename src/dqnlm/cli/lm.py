@@ -10,7 +10,6 @@ from pathlib import Path
 from dqnlm.cli import common
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
-from dqnlm.seeding import check_seed
 
 TRUST = "a run directory's config import its reward module and read files outside the run (model, prompts, data), and model folders load pickled weights (pytorch_model.bin)"
 """What ``--trust-code`` allows in these commands."""
@@ -142,15 +141,10 @@ def _load(args):
     return trainer_mod.LMTrainer.load(args.run_dir, device=args.device, trust_code=args.trust_code)
 
 
-def _check_seed(seed: int | None, name: str = "--seed") -> None:
-    if seed is not None:
-        check_seed(seed, name)
-
-
 def cmd_pretrain(args) -> int:
     if args.steps < 1:
         raise DQNLMError(f"--steps must be >= 1, got {args.steps}")
-    _check_seed(args.seed)
+    common.check_seed_flag(args.seed)
     pretrain = _lm_import("pretrain")
     out = pretrain.pretrain(
         pretrain.PretrainConfig(steps=args.steps, seed=args.seed), args.out, not args.no_progress
@@ -254,7 +248,7 @@ def cmd_generate(args) -> int:
     common.set_threads(args.threads)
     if not 1 <= args.n <= MAX_COMPLETIONS:
         raise DQNLMError(f"--n must be in [1, {MAX_COMPLETIONS}], got {args.n}")
-    _check_seed(args.seed)
+    common.check_seed_flag(args.seed)
     _check_prompt_given(args.prompt)
     evaluate = _lm_import("evaluate")
     trainer = _load(args)
@@ -271,7 +265,7 @@ def cmd_explain(args) -> int:
         raise DQNLMError(f"--out must be an .html file, got {args.out}")
     if not args.out.parent.is_dir():
         raise DQNLMError(f"folder {args.out.parent} for --out does not exist")
-    _check_seed(args.seed)
+    common.check_seed_flag(args.seed)
     _check_prompt_given(args.prompt)
     evaluate = _lm_import("evaluate")
     trainer = _load(args)
