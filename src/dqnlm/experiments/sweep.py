@@ -11,20 +11,26 @@ A sweep file (TOML) names the grid::
     [variants.none]                 # a variant: config fields on top
     target_update = "none"
 
-Each run is an ordinary control run directory, ``OUT/runs/<env>/<variant>/s<seed>``.
+An env table may name its trainer: ``trainer = "control"`` (the default: DQNConfig
+fields, a ``preset``, ``env_id``, and ``low``/``high``/``threshold`` to normalise
+returns), ``"dialogue"`` (DialogueDQNConfig fields such as ``domain`` and ``epochs``) or
+``"lm"`` (a ``preset`` and LMConfig fields such as ``model`` and ``rounds``); ``[base]``
+and the variants then hold fields of every trainer the sweep names (see
+:mod:`dqnlm.experiments.trainers`).
+
+Each run is an ordinary run directory of its trainer, ``OUT/runs/<env>/<variant>/s<seed>``.
 A run is finished when its ``eval.json`` exists, so a sweep started again skips it; a
 run killed mid-way continues from its last checkpoint. A sweep file may grow (more envs,
 variants or seeds) and rerun into the same directory: only the new runs train, and a
-change to a run already there is refused. Sweeps do not stop early unless the file says
-``early_stop = true`` (to measure presets as they ship): by default every run spends its
-whole budget, so curves and areas compare.
+change to a run already there is refused. Control runs do not stop early unless the file
+says ``early_stop = true`` (to measure presets as they ship): by default every run spends
+its whole budget, so curves and areas compare.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import multiprocessing
 import re
 import signal
@@ -38,15 +44,13 @@ from tqdm.auto import tqdm
 from dqnlm.config_io import load_toml, replace
 from dqnlm.core.checkpoint import atomic_write_text, loads_finite
 from dqnlm.errors import ConfigError, DQNLMError
+from dqnlm.experiments.trainers import TRAINERS, trainer_of
 from dqnlm.rundir import claim_run_dir, clear_run, has_checkpoint, holds_run
 from dqnlm.seeding import check_seed
 
 SPEC = "sweep.json"
 NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 """Env and variant names: they become directory names."""
-ENV_KEYS = ("preset", "env_id", "low", "high", "threshold")
-"""Env-table keys that are not config fields: low/high normalise scores (random and
-best return), threshold is the return a run must reach before it can collapse."""
 MAX_RUNS = 10_000
 """Runs in one sweep: far beyond any study's need, far below what a typo (1e9 seeds) asks."""
 
@@ -57,7 +61,8 @@ class Run:
     variant: str
     seed: int
     config: dict[str, Any]
-    """The DQNConfig fields, as plain values."""
+    """The trainer's config fields, as plain values."""
+    trainer: str = "control"
 
     def directory(self, out: Path) -> Path:
         return out / "runs" / self.env / self.variant / f"s{self.seed}"
@@ -65,9 +70,8 @@ class Run:
 
 def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
     """Read and check a sweep file; returns the spec with every run's config resolved.
-    An ``env_id`` that would import a module (``module:Env``) needs ``trust_code``."""
-    from dqnlm.trust import check_module_reference
-
+    What would import a module (an ``env_id`` ``module:Env``, a reward ``module:function``)
+    needs ``trust_code``."""
     raw = load_toml(path)
     unknown = set(raw) - {"seeds", "base", "envs", "variants", "early_stop"}
     if unknown:
@@ -104,11 +108,11 @@ def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
     spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
     for name, env in tables["envs"].items():
         try:
-            spec["envs"][name] = _resolve_env(name, env, spec["base"], spec["variants"], early_stop)
+            entry = _resolve_env(name, env, spec["base"], spec["variants"], early_stop)
         except ConfigError as e:
             raise ConfigError(f"sweep file {path}: {e}") from None
-        env_id = spec["envs"][name]["env_id"]
-        check_module_reference(env_id, f"[envs.{name}] env_id", f"sweep file {path}", trust_code)
+        trainer_of(entry).check_file(entry, f"[envs.{name}]", f"sweep file {path}", trust_code)
+        spec["envs"][name] = entry
     return json.loads(json.dumps(spec))  # plain JSON values, as saved in sweep.json
 
 
@@ -139,47 +143,33 @@ def _seeds(seeds: Any, path: str | Path) -> list[int]:
 def _resolve_env(
     name: str, env: dict, base: dict, variants: dict, early_stop: bool = False
 ) -> dict[str, Any]:
-    from dqnlm.control.config import DQNConfig
-    from dqnlm.control.presets import get_preset
-
+    """An env's sweep.json entry: its trainer, the trainer's record of the env table (the
+    control env's bounds), and one config per variant: table over [base] over preset."""
     where = f"[envs.{name}]"
+    trainer = env.get("trainer", "control")
+    if trainer not in TRAINERS:
+        raise ConfigError(
+            f"{where}: unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}"
+        )
+    kind = TRAINERS[trainer]
+    fields = {k: v for k, v in env.items() if k not in (*kind.table_keys, "trainer")}
     try:
-        preset = get_preset(env["preset"]) if "preset" in env else None
-        config = preset.config() if preset else DQNConfig()
-        if "env_id" in env:
-            config = replace(config, {"env_id": env["env_id"]})
-        config = replace(config, base, source="[base]")
-        config = replace(config, {k: v for k, v in env.items() if k not in ENV_KEYS}, where)
+        config = replace(kind.start(env), base, source="[base]")
+        config = replace(config, fields, where)
+        record = kind.record(env, config)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    for key in ("low", "high", "threshold"):
-        value = env.get(key)
-        if value is not None and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-        ):
-            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
     configs = {}
     for variant, values in variants.items():
         here = f"{where} x [variants.{variant}]"
         try:
             resolved = replace(config, values, source=here)
-            if not early_stop:  # curves and areas compare only over whole budgets
-                resolved = dataclasses.replace(resolved, stop_at_return=None)
-            resolved = resolved.validate()
+            if kind.early_stop and not early_stop:  # curves and areas compare over whole budgets
+                resolved = dataclasses.replace(resolved, **{kind.early_stop: None})
+            configs[variant] = dataclasses.asdict(kind.finish(resolved))
         except ConfigError as e:
             raise ConfigError(f"{here}: {e}") from None
-        configs[variant] = dataclasses.asdict(resolved)
-    threshold = env.get("threshold", preset.mark if preset else None)
-    high = env.get("high", threshold)
-    if high is not None and env.get("low") is not None and high <= env["low"]:
-        raise ConfigError(f"{where}: high must exceed low, got low {env['low']}, high {high}")
-    return {
-        "env_id": config.env_id,
-        "low": env.get("low"),
-        "high": high,
-        "threshold": threshold,
-        "configs": configs,
-    }
+    return {"trainer": trainer, **record, "configs": configs}
 
 
 def _conflict(old: dict[str, Any], new: dict[str, Any], out: Path) -> str | None:
@@ -192,9 +182,9 @@ def _conflict(old: dict[str, Any], new: dict[str, Any], out: Path) -> str | None
         cells = {variant for e, variant in started if e == env}
         if not cells:
             continue
-        for key in ("env_id", "low", "high", "threshold"):
-            if was[key] != now[key]:
-                return f"[envs.{env}] {key} was {was[key]!r}, now {now[key]!r}"
+        for key in sorted((was.keys() | now.keys()) - {"configs"}):
+            if was.get(key) != now.get(key):
+                return f"[envs.{env}] {key} was {was.get(key)!r}, now {now.get(key)!r}"
         for variant in was["configs"].keys() & now["configs"].keys() & cells:
             before, after = was["configs"][variant], now["configs"][variant]
             changed = sorted(
@@ -207,9 +197,9 @@ def _conflict(old: dict[str, Any], new: dict[str, Any], out: Path) -> str | None
 
 def read_spec(out: Path, trust_code: bool = False) -> dict[str, Any]:
     """``out/sweep.json``, checked as if a stranger wrote it: a malformed or edited file is
-    one error naming it, and an ``env_id`` that would import a module is refused."""
-    from dqnlm.trust import check_module_reference
-
+    one error naming it, and what would import a module or read a file outside ``out``
+    (an ``env_id`` ``module:Env``, a dialogue schema, an LM model) is refused unless
+    ``trust_code``. An env entry without a trainer (an older sweep) is a control env."""
     path = out / SPEC
     try:
         spec = loads_finite(path.read_text())
@@ -223,8 +213,9 @@ def read_spec(out: Path, trust_code: bool = False) -> dict[str, Any]:
             if bad:
                 raise ValueError(f"{key} has names that are not plain folder names: {bad}")
         for name, info in spec["envs"].items():
-            _check_env_entry(name, info, spec["variants"])
-            check_module_reference(info["env_id"], f"[envs.{name}] env_id", str(path), trust_code)
+            kind = _check_env_entry(name, info, spec["variants"])
+            info = {"trainer": kind.name, **info}
+            spec["envs"][name] = kind.trusted(info, out, f"[envs.{name}]", str(path), trust_code)
     except OSError as e:
         raise DQNLMError(f"cannot read {path}: {e.strerror}") from None
     except (ValueError, TypeError, OverflowError, ConfigError) as e:
@@ -232,27 +223,26 @@ def read_spec(out: Path, trust_code: bool = False) -> dict[str, Any]:
     return spec
 
 
-def _check_env_entry(name: str, info: Any, variants: dict) -> None:
-    if not isinstance(info, dict) or not isinstance(info.get("env_id"), str):
-        raise ValueError(f"envs.{name} needs an env_id string")
-    for key in ("low", "high", "threshold"):
-        value = info.get(key)
-        if value is not None and not (_is_number(value) and math.isfinite(value)):
-            raise ValueError(f"envs.{name}.{key} must be a finite number or null, got {value!r}")
+def _check_env_entry(name: str, info: Any, variants: dict):
+    """The trainer kind of a well-formed env entry (ValueError naming what is wrong)."""
+    if not isinstance(info, dict):
+        raise ValueError(f"envs.{name} must be an object")
+    try:
+        kind = trainer_of(info)
+        kind.check_record(info)
+    except ValueError as e:
+        raise ValueError(f"envs.{name}: {e}") from None
     configs = info.get("configs")
     if not isinstance(configs, dict) or set(configs) != set(variants):
         raise ValueError(f"envs.{name}.configs must hold one config per variant")
     if not all(isinstance(c, dict) for c in configs.values()):
         raise ValueError(f"envs.{name}.configs must hold objects")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return kind
 
 
 def runs_of(spec: dict[str, Any]) -> list[Run]:
     return [
-        Run(env, variant, seed, {**info["configs"][variant], "seed": seed})
+        Run(env, variant, seed, {**info["configs"][variant], "seed": seed}, trainer_of(info).name)
         for env, info in spec["envs"].items()
         for variant in spec["variants"]
         for seed in spec["seeds"]
@@ -263,13 +253,6 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "eval.json").is_file()
 
 
-def _config(values: dict[str, Any], source: str):
-    from dqnlm.config_io import replace as replace_fields
-    from dqnlm.control import DQNConfig
-
-    return replace_fields(DQNConfig(), values, source=source)
-
-
 _state = "idle"
 """A worker's state: idle, training, or stopping (see _on_signal)."""
 
@@ -278,8 +261,7 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
     """Train one run to the end (in a worker process), resuming a killed one."""
     import torch
 
-    from dqnlm.control import DQN
-
+    kind = TRAINERS[run.trainer]
     torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
     global _state
     if _state == "stopping":  # a signal stopped this worker's last run: start no other
@@ -288,15 +270,17 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
     try:
         with claim_run_dir(run_dir):
             if has_checkpoint(run_dir):
-                agent = DQN.load(run_dir, trust_code=trust_code)
+                trainer = kind.load(run_dir, trust_code)
             else:
                 clear_run(run_dir, everything=True)  # killed before its first checkpoint
-                agent = DQN(_config(run.config, str(run_dir)), run_dir)
-            result = agent.learn(progress=False, tensorboard=False)
+                trainer = kind.trainer(kind.config(run.config, str(run_dir)), run_dir, trust_code)
+            result = trainer.learn(progress=False, tensorboard=False)
+        if result is None:  # an LM run that skips evaluation: its eval.json says so
+            result = json.loads((run_dir / "eval.json").read_text())
     finally:
         if _state == "training":  # "stopping" stays: the pool may hand this worker more runs
             _state = "idle"
-    return {"run": str(run_dir), "mean_return": result["mean_return"]}
+    return {"run": str(run_dir), "summary": kind.summary(result)}
 
 
 def _on_signal(signum, frame) -> None:
@@ -317,15 +301,14 @@ def _init_worker() -> None:
 
 
 def check_runnable(spec: dict[str, Any]) -> None:
-    """Make each environment once and rebuild each config, so that a sweep that cannot run
+    """Rebuild each config and make each environment once, so that a sweep that cannot run
     fails before it writes anything."""
-    from dqnlm.control.envs import env_spaces
-
     for env, info in spec["envs"].items():
+        kind = trainer_of(info)
         try:
-            env_spaces(info["env_id"])
-            for variant, values in info["configs"].items():
-                _config(values, f"[variants.{variant}]").validate()
+            kind.check_runnable(
+                [kind.finish(c) for c in kind.configs(info, f"[envs.{env}]").values()]
+            )
         except DQNLMError as e:
             raise ConfigError(f"[envs.{env}]: {e}") from None
 
@@ -338,7 +321,7 @@ def sweep(
     trust_code: bool = False,
 ) -> list[Path]:
     """Run every unfinished run of ``spec`` under ``out``; returns all run directories.
-    ``trust_code`` lets a ``module:Env`` env_id import its module (see dqnlm.trust)."""
+    ``trust_code`` lets a run import a module or read files outside ``out`` (dqnlm.trust)."""
     check_runnable(spec)
     with claim_run_dir(out, keep_on_failure=True):
         saved = out / SPEC
@@ -367,8 +350,7 @@ def _run_all(
                 run = futures[future]
                 result = future.result()
                 bar.set_postfix_str(
-                    f"{run.env}/{run.variant}/s{run.seed}: {result['mean_return']:.1f}",
-                    refresh=False,
+                    f"{run.env}/{run.variant}/s{run.seed}: {result['summary']}", refresh=False
                 )
                 bar.update()
         except BaseException as e:
