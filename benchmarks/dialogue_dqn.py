@@ -1,65 +1,62 @@
-"""DQN dialogue policy vs the rule agent: target-network rules, noise and ablations, several seeds.
+"""DQN dialogue policy vs the rule agent: a summary of a finished dialogue sweep.
 
-Every run goes through the CLI (``dqnlm dialogue train``), so this measures what a user
-gets. Finished runs (an ``eval.json`` in their directory) are not repeated, so an
-interrupted benchmark continues where it stopped. Results: a markdown table, a JSON
-file and a learning-curve figure (greedy success on training goals against training
-dialogues, mean over seeds with a min-max band)::
+The runs are a sweep (benchmarks/dialogue_dqn.toml: target-network rules and slot noise,
+several seeds), so an interrupted benchmark continues where it stopped and may grow in
+place. This script reads the finished runs (eval.json, metrics.csv), plays the rule agent
+on the same test goals, and writes a markdown table, a JSON file and a learning-curve
+figure (greedy success on training goals against training dialogues, mean over seeds
+with a min-max band)::
 
-    python benchmarks/dialogue_dqn.py --root runs/bench-dialogue --workers 2 \\
-        --out docs/data/dialogue_dqn.md --json docs/data/dialogue_dqn.json \\
-        --figure docs/figures/dialogue_success.png
+    dqnlm sweep --config benchmarks/dialogue_dqn.toml --out runs/dialogue_dqn --workers 2 \\
+        --no-report
+    python benchmarks/dialogue_dqn.py runs/dialogue_dqn --out docs/data/dialogue_dqn.md \\
+        --json docs/data/dialogue_dqn.json --figure docs/figures/dialogue_success.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dqnlm.dialogue import DialogueConfig, DialogueEnv, RuleAgent, evaluate, load_domain
-from dqnlm.dialogue.config import TEST_SEED
+from dqnlm.dialogue.config import RULE_EVAL_SEED, DialogueDQNConfig
+from dqnlm.errors import DQNLMError
+from dqnlm.experiments.sweep import is_finished, read_spec, runs_of
 from dqnlm.metrics import read_metrics
 
-VARIANTS = {
-    "epoch": ({}, "hard copy after every epoch (TC-Bot; the default)"),
-    "polyak": ({"target_update": "polyak", "tau": 0.01}, "polyak, tau 0.01 per update"),
-    "hard-1000": (
-        {"target_update": "hard", "target_update_period": 1000},
-        "hard copy every 1000 updates",
-    ),
-    "none": ({"target_update": "none"}, "no target network"),
-    "single": ({"double_dqn": False}, "epoch target, plain (not Double) DQN"),
-    "no-mask": ({"action_mask": False}, "epoch target, no action masking"),
-    "no-warm": ({"warm_start_dialogues": 0}, "epoch target, no rule-agent warm start"),
-    "noise5": ({"slot_error_rate": 0.05}, "trained and tested with 5% slot noise"),
-}
 GOAL_SUCCESS = 0.95
+DESCRIPTIONS = {
+    "hard": "hard copy every 1,000 updates (about one epoch, TC-Bot; the default)",
+    "polyak": "polyak, tau 0.01 per update",
+    "none": "no target network",
+    "noise5": "trained and tested with 5% slot noise",
+    "single": "plain (not Double) DQN",
+    "no-mask": "no action masking",
+    "no-warm": "no rule-agent warm start",
+}
+"""Variants of benchmarks/dialogue_dqn.toml; others are described by their config."""
 
 
-def run_one(root: Path, variant: str, seed: int, domain: str) -> Path:
-    run_dir = root / f"{variant}-s{seed}"
-    if (run_dir / "eval.json").is_file():
-        return run_dir
-    overrides, _ = VARIANTS[variant]
-    cmd = [sys.executable, "-m", "dqnlm", "dialogue", "train", "--domain", domain]
-    cmd += ["--seed", str(seed), "--run-dir", str(run_dir), "--no-progress", "--no-tensorboard"]
-    for key, value in overrides.items():
-        cmd += ["--set", f"{key}={json.dumps(value) if isinstance(value, bool) else value}"]
-    if (run_dir / "checkpoints").is_dir():  # killed mid-run: continue it
-        cmd = [sys.executable, "-m", "dqnlm", "dialogue", "train", "--resume", str(run_dir)]
-        cmd += ["--no-progress", "--no-tensorboard"]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    print(f"{run_dir.name}: {time.perf_counter() - started:.0f} s", flush=True)
-    return run_dir
+def describe(variant: str, config: dict) -> str:
+    if variant in DESCRIPTIONS:
+        return DESCRIPTIONS[variant]
+    defaults = json.loads(json.dumps(dataclasses.asdict(DialogueDQNConfig())))
+    changed = [f"{k} {v}" for k, v in config.items() if k != "seed" and defaults.get(k) != v]
+    return ", ".join(changed) or "the defaults"
+
+
+def dialogue_env(spec: dict, name: str | None) -> str:
+    """The sweep's dialogue env: ``name``, or the only one."""
+    envs = [e for e, info in spec["envs"].items() if info["trainer"] == "dialogue"]
+    if name is not None and name not in envs:
+        sys.exit(f"no dialogue env {name!r} in this sweep; it has {envs}")
+    if name is None and len(envs) != 1:
+        sys.exit(f"the sweep has dialogue envs {envs}: choose one with --env")
+    return name or envs[0]
 
 
 def first_reaching(rows: list[dict], threshold: float) -> int | None:
@@ -71,23 +68,36 @@ def first_reaching(rows: list[dict], threshold: float) -> int | None:
     return None
 
 
-def summarize(root: Path, variants: list[str], seeds: list[int], domain: str) -> dict:
-    summary = {"domain": domain, "seeds": seeds, "variants": {}, "rule": {}}
+def summarize(out: Path, spec: dict, env: str) -> dict:
+    """Every run of ``env`` (all must be finished) and the rule agent on its test goals."""
+    runs = [r for r in runs_of(spec) if r.env == env]
+    unfinished = [str(r.directory(out)) for r in runs if not is_finished(r.directory(out))]
+    if unfinished:
+        sys.exit(f"{len(unfinished)} of {len(runs)} runs are unfinished, e.g. {unfinished[0]}")
+    domain = runs[0].config["domain"]
+    summary = {"domain": domain, "seeds": spec["seeds"], "variants": {}, "rule": {}}
     for noise in (0.0, 0.05):
-        env = DialogueEnv(DialogueConfig(domain=domain, split="test", slot_error_rate=noise))
+        test = DialogueEnv(DialogueConfig(domain=domain, split="test", slot_error_rate=noise))
         # ten passes over the test goals (the simulator's choices vary with the seed)
         rule = RuleAgent(load_domain(domain))
-        summary["rule"][f"noise {noise:g}"] = evaluate(env, rule, TEST_SEED, 10 * len(env.goals))
-    for variant in variants:
-        runs = []
-        for seed in seeds:
-            run_dir = root / f"{variant}-s{seed}"
+        summary["rule"][f"noise {noise:g}"] = evaluate(
+            test, rule, RULE_EVAL_SEED, 10 * len(test.goals)
+        )
+    for variant, config in spec["envs"][env]["configs"].items():
+        results = []
+        for run in (r for r in runs if r.variant == variant):
+            run_dir = run.directory(out)
             result = json.loads((run_dir / "eval.json").read_text())
-            rows = read_metrics(run_dir / "metrics.csv")
-            result["seed"] = seed
-            result["dialogues_to_goal"] = first_reaching(rows, GOAL_SUCCESS)
-            runs.append(result)
-        summary["variants"][variant] = {"description": VARIANTS[variant][1], "runs": runs}
+            result["seed"] = run.seed
+            result["dialogues_to_goal"] = first_reaching(
+                read_metrics(run_dir / "metrics.csv"), GOAL_SUCCESS
+            )
+            results.append(result)
+        summary["variants"][variant] = {
+            "description": describe(variant, config),
+            "runs": results,
+            "run_dirs": [str(r.directory(out)) for r in runs if r.variant == variant],
+        }
     return summary
 
 
@@ -102,9 +112,9 @@ def to_markdown(summary: dict, command: str) -> str:
         f"Command: `{command}`",
         "",
         "Held-out test goals (60), greedy policy (the best of the periodic validations on "
-        "training goals); the rule agent plays the test goals ten times over. *To 0.95*: training dialogues (warm start included) until a "
-        "greedy validation first reached 0.95 success (median over the seeds that did; "
-        "n/N = how many did).",
+        "training goals); the rule agent plays the test goals ten times over. *To 0.95*: "
+        "training dialogues (warm start included) until a greedy validation first reached "
+        "0.95 success (median over the seeds that did; n/N = how many did).",
         "",
         "| agent | test success per seed | median success | mean ± sd | median turns "
         "| median reward | to 0.95 | median train s |",
@@ -130,7 +140,7 @@ def to_markdown(summary: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(root: Path, summary: dict, out: Path) -> None:
+def plot(summary: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,10 +148,10 @@ def plot(root: Path, summary: dict, out: Path) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
-    for i, variant in enumerate(summary["variants"]):
+    for i, (variant, data) in enumerate(summary["variants"].items()):
         curves = []
-        for seed in summary["seeds"]:
-            rows = read_metrics(root / f"{variant}-s{seed}" / "metrics.csv")
+        for run_dir in data["run_dirs"]:
+            rows = read_metrics(Path(run_dir) / "metrics.csv")
             points = [
                 (float(r["step"]), float(r["eval_success"]))
                 for r in rows
@@ -170,23 +180,23 @@ def plot(root: Path, summary: dict, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("runs/bench-dialogue"))
-    parser.add_argument("--domain", default="movie")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument(
-        "--variants", nargs="+", default=["epoch", "polyak", "none", "noise5"], choices=VARIANTS
-    )
-    parser.add_argument("--workers", type=int, default=2, help="runs in parallel")
+    parser.add_argument("sweep_dir", type=Path, help="a finished sweep of dialogue_dqn.toml")
+    parser.add_argument("--env", help="the sweep's dialogue env (default: its only one)")
     parser.add_argument("--out", type=Path, help="markdown table")
     parser.add_argument("--json", type=Path, help="all numbers")
     parser.add_argument("--figure", type=Path, help="learning-curve PNG")
+    parser.add_argument("--trust-code", action="store_true", help="a schema outside the sweep")
     args = parser.parse_args()
 
-    jobs = [(v, s) for v in args.variants for s in args.seeds]
-    with ThreadPoolExecutor(args.workers) as pool:  # each run is its own process
-        list(pool.map(lambda job: run_one(args.root, *job, args.domain), jobs))
-    summary = summarize(args.root, args.variants, args.seeds, args.domain)
-    command = "python " + " ".join(sys.argv)
+    try:
+        spec = read_spec(args.sweep_dir, args.trust_code)
+    except DQNLMError as e:
+        sys.exit(f"{args.sweep_dir}: {e}")
+    summary = summarize(args.sweep_dir, spec, dialogue_env(spec, args.env))
+    command = (
+        f"dqnlm sweep --config benchmarks/dialogue_dqn.toml --out {args.sweep_dir} "
+        f"--workers 2 --no-report && python {' '.join(sys.argv)}"
+    )
     table = to_markdown(summary, command)
     print(table)
     if args.out:
@@ -195,7 +205,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
     if args.figure:
-        plot(args.root, summary, args.figure)
+        plot(summary, args.figure)
 
 
 if __name__ == "__main__":
