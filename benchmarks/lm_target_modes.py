@@ -1,13 +1,16 @@
-"""The target-network study on text: `sentiment` preset with polyak / hard / no target.
+"""The target-network study on text: a summary of a finished `lm_target_modes` sweep.
 
-Each run is a separate `dqnlm lm train --preset sentiment` process on the same seeds and
-budget; two run side by side with one torch thread each. Afterwards every run is scored
-on held-out IMDb openings (its own eval.json) and on the `general` prompts (everyday
-openings unlike movie reviews). Also measures the VADER baseline of real IMDb
-continuations. Writes a markdown table and the raw JSON.
+The runs are a sweep (benchmarks/lm_target_modes.toml: the `sentiment` preset with a
+polyak, hard or no target network on the same seeds and budget), so an interrupted study
+continues where it stopped. This script scores every finished run on held-out IMDb
+openings (its own eval.json) and on the `general` prompts (everyday openings unlike
+movie reviews), measures the VADER baseline of real IMDb continuations, and writes a
+markdown table and the raw JSON::
 
-    .venv/bin/python benchmarks/lm_target_modes.py --root runs/lm-target-modes --out docs/data/lm_target_modes.md \
-        --json docs/data/lm_target_modes.json
+    dqnlm sweep --config benchmarks/lm_target_modes.toml --out runs/lm_target_modes \\
+        --workers 2 --no-report
+    python benchmarks/lm_target_modes.py runs/lm_target_modes \\
+        --out docs/data/lm_target_modes.md --json docs/data/lm_target_modes.json
 """
 
 from __future__ import annotations
@@ -15,18 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-VARIANTS = {
-    "polyak": [],  # the preset's own target: polyak, tau 0.01 per TD update
-    "hard": ["--set", "target=hard", "--set", "target_period=100"],
-    "none": ["--set", "target=none"],
-}
-DQNLM = [sys.executable, "-m", "dqnlm"]
+from dqnlm.errors import DQNLMError
+from dqnlm.experiments.sweep import is_finished, read_spec, runs_of
+from dqnlm.metrics import read_metrics
+
+GENERAL_PROMPTS = 60
 
 
 def real_continuations() -> dict:
@@ -39,42 +38,19 @@ def real_continuations() -> dict:
     return {"mean": statistics.fmean(scores), "n": len(scores)}
 
 
-def run_one(variant: str, seed: int, root: Path, threads: int) -> dict:
-    run_dir = root / f"{variant}-s{seed}"
-    started = time.perf_counter()
-    if not (run_dir / "eval.json").is_file():  # finished runs are kept: the study resumes
-        cmd = [*DQNLM, "lm", "train", "--preset", "sentiment", "--seed", str(seed)]
-        cmd += [*VARIANTS[variant], "--run-dir", str(run_dir), "--no-progress"]
-        cmd += ["--threads", str(threads), "--no-tensorboard"]
-        if (run_dir / "checkpoints").exists():
-            cmd = [*DQNLM, "lm", "train", "--resume", str(run_dir), "--no-progress"]
-            cmd += ["--threads", str(threads), "--no-tensorboard"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
-    imdb = json.loads((run_dir / "eval.json").read_text())
-    general = json.loads(
-        subprocess.run(
-            [*DQNLM, "lm", "eval", str(run_dir), "--prompts", "general", "--n", "60", "--json"]
-            + ["--threads", str(threads), "--no-progress"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
-    return {
-        "variant": variant,
-        "seed": seed,
-        "seconds": seconds,
-        "imdb": imdb,
-        "general": general,
-        "training": training_stats(run_dir),
-    }
+def general_eval(run_dir: Path, trust_code: bool) -> dict:
+    """The run's model on the `general` prompts."""
+    from dqnlm.lm.data import load_prompts
+    from dqnlm.lm.evaluate import EVAL_KEYS, evaluate
+    from dqnlm.lm.trainer import LMTrainer
+
+    trainer = LMTrainer.load(run_dir, trust_code=trust_code)
+    result = evaluate(trainer, load_prompts("general"), GENERAL_PROMPTS)
+    return {k: result[k] for k in EVAL_KEYS}
 
 
 def training_stats(run_dir: Path, last: int = 50) -> dict:
     """Per-round training reward over the last ``last`` rounds (mean, std) and the final mean Q."""
-    from dqnlm.metrics import read_metrics
-
     rows = read_metrics(run_dir / "metrics.csv")[-last:]
     rewards = [float(r["reward"]) for r in rows]
     return {
@@ -83,6 +59,31 @@ def training_stats(run_dir: Path, last: int = 50) -> dict:
         "kl_max": max(float(r["kl"]) for r in rows),
         "mean_q": float(rows[-1]["mean_q"]),
     }
+
+
+def summarize(out: Path, spec: dict, trust_code: bool) -> list[dict]:
+    """Every LM run of the sweep (all must be finished), in seed order then variant order."""
+    runs = [r for r in runs_of(spec) if r.trainer == "lm"]
+    unfinished = [str(r.directory(out)) for r in runs if not is_finished(r.directory(out))]
+    if not runs or unfinished:
+        sys.exit(f"{len(unfinished)} of {len(runs)} LM runs are unfinished: {unfinished[:1]}")
+    variants = list(spec["variants"])
+    results = []
+    for run in sorted(runs, key=lambda r: (r.env, r.seed, variants.index(r.variant))):
+        run_dir = run.directory(out)
+        rows = read_metrics(run_dir / "metrics.csv")
+        results.append(
+            {
+                "env": run.env,
+                "variant": run.variant,
+                "seed": run.seed,
+                "seconds": float(rows[-1]["time_s"]),
+                "imdb": json.loads((run_dir / "eval.json").read_text()),
+                "general": general_eval(run_dir, trust_code),
+                "training": training_stats(run_dir),
+            }
+        )
+    return results
 
 
 def table(results: list[dict], baseline: dict) -> str:
@@ -109,47 +110,43 @@ def table(results: list[dict], baseline: dict) -> str:
         "| median general KL | median train-reward std |",
         "|---|---|---|---|---|---|",
     ]
-    for variant in VARIANTS:
+    for variant in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == variant]
-        if rows:
-            lines.append(
-                f"| {variant} | {statistics.median(r['imdb']['reward'] for r in rows):+.3f} | "
-                f"{statistics.median(r['imdb']['kl'] for r in rows):.2f} | "
-                f"{statistics.median(r['general']['reward'] for r in rows):+.3f} | "
-                f"{statistics.median(r['general']['kl'] for r in rows):.2f} | "
-                f"{statistics.median(r['training']['reward_std'] for r in rows):.3f} |"
-            )
+        lines.append(
+            f"| {variant} | {statistics.median(r['imdb']['reward'] for r in rows):+.3f} | "
+            f"{statistics.median(r['imdb']['kl'] for r in rows):.2f} | "
+            f"{statistics.median(r['general']['reward'] for r in rows):+.3f} | "
+            f"{statistics.median(r['general']['kl'] for r in rows):.2f} | "
+            f"{statistics.median(r['training']['reward_std'] for r in rows):.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--root", type=Path, default=Path("runs/lm-target-modes"))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("sweep_dir", type=Path, help="a finished sweep of lm_target_modes.toml")
+    parser.add_argument("--out", type=Path, required=True, help="markdown table")
+    parser.add_argument("--json", type=Path, required=True, help="all numbers")
     parser.add_argument(
         "--table-only", action="store_true", help="rebuild --out from an existing --json"
+    )
+    parser.add_argument(
+        "--trust-code", action="store_true", help="a model or data outside the sweep dir"
     )
     args = parser.parse_args()
     if args.table_only:
         data = json.loads(args.json.read_text())
-        for r in data["runs"]:  # runs made before training_stats existed
-            r.setdefault("training", training_stats(args.root / f"{r['variant']}-s{r['seed']}"))
-        args.json.write_text(json.dumps(data, indent=1))
-        args.out.write_text(table(data["runs"], data["baseline"]))
-        print(args.out.read_text())
-        return
-    args.root.mkdir(parents=True, exist_ok=True)
-    jobs = [(v, s) for s in args.seeds for v in args.variants]
-    threads = max(1, 2 // args.workers)
-    with ThreadPoolExecutor(args.workers) as pool:
-        results = list(pool.map(lambda job: run_one(*job, args.root, threads), jobs))
-    baseline = real_continuations()
-    args.out.write_text(table(results, baseline))
-    args.json.write_text(json.dumps({"baseline": baseline, "runs": results}, indent=1))
+    else:
+        try:
+            spec = read_spec(args.sweep_dir, args.trust_code)
+            results = summarize(args.sweep_dir, spec, args.trust_code)
+        except DQNLMError as e:
+            sys.exit(f"{args.sweep_dir}: {e}")
+        data = {"baseline": real_continuations(), "runs": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table(data["runs"], data["baseline"]))
     print(args.out.read_text())
 
 
