@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from dqnlm import run as harness
 from dqnlm.cli import main
 from dqnlm.control import DQN, dqn
 from dqnlm.errors import ConfigError
@@ -206,10 +207,12 @@ def test_checkpoints_carry_every_torch_generator(tiny, tmp_path, monkeypatch):
     """Exact resume on a GPU needs the CUDA generators too, not only the CPU one."""
     fake_cuda = torch.tensor([7, 7, 7], dtype=torch.uint8)
     monkeypatch.setattr(
-        dqn, "rng_tensors", lambda: {"rng.torch": torch.get_rng_state(), "rng.cuda.0": fake_cuda}
+        harness,
+        "rng_tensors",
+        lambda: {"rng.torch": torch.get_rng_state(), "rng.cuda.0": fake_cuda},
     )
     restored = []
-    monkeypatch.setattr(dqn, "restore_rng", lambda tensors: restored.append(tensors))
+    monkeypatch.setattr(harness, "restore_rng", lambda tensors: restored.append(tensors))
     DQN(tiny(total_steps=200), tmp_path / "run").learn(progress=False, tensorboard=False)
     DQN.load(tmp_path / "run")
     assert torch.equal(restored[0]["rng.cuda.0"], fake_cuda)

@@ -355,12 +355,12 @@ def test_a_run_dir_on_a_read_only_file_system(capsys):
 
 
 def test_a_full_disk_anywhere_in_a_run_is_one_line(tmp_path, capsys, monkeypatch):
-    import dqnlm.control.dqn
+    import dqnlm.run
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(dqnlm.control.dqn, "atomic_write_text", full)
+    monkeypatch.setattr(dqnlm.run, "atomic_write_text", full)
     run = tmp_path / "run"
     one_error(capsys, [*CONTROL, "--run-dir", str(run)], "No space left on device")
 

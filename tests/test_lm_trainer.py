@@ -19,8 +19,8 @@ from dqnlm.errors import DQNLMError, TrainingDiverged  # noqa: E402
 from dqnlm.lm.config import LMConfig  # noqa: E402
 from dqnlm.lm.evaluate import evaluate  # noqa: E402
 from dqnlm.lm.trainer import LMTrainer  # noqa: E402
-from dqnlm.run import CHECKPOINTS  # noqa: E402
 from dqnlm.metrics import read_metrics  # noqa: E402
+from dqnlm.run import CHECKPOINTS  # noqa: E402
 
 # peft and transformers warn about GPT-2's Conv1D layers and a deprecated name on every LoRA model
 pytestmark = [
@@ -442,7 +442,9 @@ def test_lora_training_without_a_target_changes_adapters_not_the_reference(
 def test_lora_training_with_a_target_network(peft, toy, files, tmp_path, target):
     tau = 0.25
     run = tmp_path / "run"
-    trainer = LMTrainer(toy(lora_rank=2, target_update=target, tau=tau, rounds=2), run, progress=False)
+    trainer = LMTrainer(
+        toy(lora_rank=2, target_update=target, tau=tau, rounds=2), run, progress=False
+    )
     start = adapters(trainer.model)
     trainer.learn(progress=False, tensorboard=False)
     trained = adapters(trainer.model)

@@ -157,7 +157,9 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model: {e}") from None
         if not trainer.finite():
-            raise CheckpointError(f"checkpoint {ckpt.path} holds NaN or infinite weights")
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} holds non-finite (NaN or infinite) weights"
+            )
         trainer.last_checkpoint = ckpt.path
         return trainer
 
@@ -327,6 +329,5 @@ class Run:
 
     def finish(self, result: dict) -> None:
         """Write ``eval.json`` (atomically): the run is complete."""
-        self.trainer.elapsed = self.seconds()
         if self.run_dir is not None:
             atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1) + "\n")

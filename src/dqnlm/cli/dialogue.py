@@ -153,7 +153,7 @@ def cmd_train(args) -> int:
         resume=bool(args.resume),
         overwrite=args.overwrite,
         new=lambda: DialogueDQN(config, run_dir),  # loads the domain before anything is written
-        load=lambda: DialogueDQN.resume(run_dir, epochs=args.epochs, trust_code=args.trust_code),
+        load=lambda: DialogueDQN.load(run_dir, epochs=args.epochs, trust_code=args.trust_code),
         restart=lambda values, source: DialogueDQN(
             domain_inside(
                 common.config_from_run(DialogueDQNConfig, values, source, epochs=args.epochs),
