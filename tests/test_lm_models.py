@@ -31,3 +31,23 @@ def test_an_unreachable_hub_name_is_one_line(monkeypatch):
     with pytest.raises(DQNLMError) as error:
         load_tokenizer("nobody-xyz/not-a-model")
     assert "not a local directory" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_resolving_the_default_model_says_it_will_pretrain_before_it_starts(
+    tmp_path, monkeypatch, capsys
+):
+    import dqnlm.lm.pretrain as pretrain_module
+    from dqnlm.lm.models import resolve_model_source
+
+    events = []
+    monkeypatch.setattr(pretrain_module, "default_model_dir", lambda: tmp_path / "model")
+
+    def pretrain(config, out, progress=True):
+        events.append(("pretrain", capsys.readouterr().err))
+
+    monkeypatch.setattr(pretrain_module, "pretrain", pretrain)
+    assert resolve_model_source("", progress=False) == str(tmp_path / "model")
+    ((what, said),) = events
+    assert what == "pretrain" and len(said.strip().splitlines()) == 1
+    assert "pretraining it first" in said and "minutes" in said
+    assert resolve_model_source("some/model") == "some/model" and len(events) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -27,7 +28,11 @@ def resolve_model_source(spec: str, progress: bool = True) -> str:
         return spec
     default = default_model_dir()
     if not (default / SUMMARY).is_file():
-        print(f"no embedded model in {default} yet: pretraining it once (about 5 minutes)")
+        print(
+            f"no embedded model in {default} yet: pretraining it first, once "
+            "(about 6-7 minutes on 2 CPU cores; `dqnlm lm pretrain` does it ahead of time)",
+            file=sys.stderr,
+        )
         pretrain(PretrainConfig(), default, progress=progress)
     return str(default)
 
