@@ -109,7 +109,7 @@ MALFORMED = {
     ),
     "env lists that differ": (
         lambda r: r["env_ids"].update(d="CartPole-v1"),
-        "envs, env_ids and bounds must name the same environments",
+        "envs, trainers, env_ids and bounds must name the same environments",
     ),
     "no improvement entry": (
         lambda r: r["across"]["b"].pop("p_improvement_over_a"),

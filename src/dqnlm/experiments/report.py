@@ -1,28 +1,37 @@
 """``dqnlm report DIR``: a markdown report with figures over a finished (or partial) sweep.
 
-Scores are min-max normalised per environment: ``low`` is the sweep file's value or
-the mean return of a uniformly random policy, ``high`` the sweep's value or the env's
-threshold (its preset mark). Per environment and across environments the report gives:
+Each env is reported in its trainer's score: control the evaluation return against env
+steps, dialogue the validation success rate against dialogues (warm start included), lm
+each round's mean reward against rounds. Scores are min-max normalised per environment:
+``low`` and ``high`` are the sweep file's values, else for control the mean return of a
+uniformly random policy and the env's threshold (its preset mark; else the best final
+return), for dialogue 0 and 1, for lm the mean first-round reward and the largest reward
+reached. Per environment and across environments the report gives:
 
-* learning curves: IQM over seeds of the evaluation return, with 95% bootstrap bands;
-* final return: IQM and mean with stratified bootstrap CIs (the final evaluation);
+* learning curves: IQM over seeds of the score, with 95% bootstrap bands;
+* final score: IQM and mean with stratified bootstrap CIs (the final evaluation), with the
+  trainer's other final metrics (dialogue: turns; lm: KL and distinct-2; IQM with CIs);
 * speed: the area under the normalised learning curve (AUC, 1 = at ``high`` throughout);
-* stability: Q overestimation at the final evaluation (greedy Q of start states minus
-  the discounted return earned), and the fraction of runs that collapse: that fall
+* stability (control): Q overestimation at the final evaluation (greedy Q of start states
+  minus the discounted return earned), and the fraction of runs that collapse: that fall
   below half the way from ``low`` to the threshold after first reaching the threshold;
 * performance profiles and the probability that each variant beats the baseline.
 
-Only finished runs count; the report says how many there are per cell. ``results.json``
-holds every number behind the tables and figures (the per-seed ones too, to re-analyse
-elsewhere); ``--render-only`` redraws ``report.md`` and the figures from it alone.
+Only finished runs count; the report says how many there are per cell, and which finished
+without a final score (an LM run with ``eval_prompts = 0``; its env is then left out
+across environments). ``results.json`` holds every number behind the tables and figures
+(the per-seed ones too, to re-analyse elsewhere); ``--render-only`` redraws ``report.md``
+and the figures from it alone.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,7 @@ from dqnlm.core.checkpoint import atomic_write_text, loads_finite
 from dqnlm.errors import DQNLMError
 from dqnlm.experiments import stats
 from dqnlm.experiments.sweep import NAME, SPEC, Run, is_finished, read_spec, runs_of
+from dqnlm.experiments.trainers import TRAINERS, TrainerKind, trainer_of
 from dqnlm.metrics import numeric_rows, save_figure
 
 REPS = 2000  # bootstrap resamples of the tables
@@ -39,35 +49,115 @@ BAND_REPS = 500  # and of each point of a curve's band
 TAUS = np.linspace(0.0, 1.2, 61)  # performance profile thresholds
 RESULTS = "results.json"
 
-# What the report reads of a run, named in one place so a trainer with other metrics can
-# name its own: metrics.csv columns (step, evaluation curve, Q curve) and eval.json keys
-# (final return, final Q overestimation).
-CURVE_COLUMNS = ("step", "eval_return", "q_overestimation")
-FINAL_KEYS = ("mean_return", "q_overestimation")
-
 
 @dataclass
 class Cell:
     """The finished runs of one environment x variant."""
 
-    steps: np.ndarray  # evaluation steps (env steps)
-    curves: np.ndarray  # seeds x steps: evaluation returns
-    final: np.ndarray  # seeds: final evaluation return (test seeds)
-    q_over: np.ndarray  # seeds: Q overestimation at the final evaluation
-    q_curves: np.ndarray  # seeds x steps: Q overestimation at each evaluation
+    steps: np.ndarray  # evaluation steps (the trainer's unit: env steps, dialogues, rounds)
+    curves: np.ndarray  # seeds x steps: the score at each evaluation
+    final: np.ndarray  # seeds: the final evaluation's score (NaN: not evaluated)
+    q_over: np.ndarray | None  # seeds: Q overestimation at the final evaluation (control)
+    q_curves: np.ndarray | None  # seeds x steps: Q overestimation at each evaluation
     seeds: list[int]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the kind's extras per seed
+
+
+@dataclass(frozen=True)
+class View:
+    """How the report shows one trainer's envs. What it reads of their runs (the curve
+    column, the final key and its extras) is the trainer's TrainerKind."""
+
+    score: str  # the score in words
+    column: str  # the per-environment table's name for the final score
+    x_label: str  # the learning curves' axes
+    y_label: str
+    title: str  # an env's title: a format over its sweep.json entry and first variant's config
+    digits: int  # of scores and bounds in the tables
+    low: Callable[[dict, list[Cell]], float]  # low and high unless the sweep file sets them
+    high: Callable[[float, list[Cell]], float]  # (args: the env's entry or low, its cells)
+    note: str = ""  # what the report says of these envs, under their bounds
+    q: str | None = None  # metrics.csv column and eval.json key of Q overestimation
+    scripted: str | None = None  # a metrics.csv column that is 0 on a scripted agent's rows
+
+
+def _best_final(low: float, cells: list[Cell]) -> float:
+    return max((c.final.max() for c in cells), default=low + 1)
+
+
+def _first_round(info: dict, cells: list[Cell]) -> float:
+    firsts = [c.curves[:, 0] for c in cells if c.curves.size]
+    return float(np.concatenate(firsts).mean()) if firsts else 0.0
+
+
+def _best_seen(low: float, cells: list[Cell]) -> float:
+    seen = [v for c in cells for v in (*c.curves.ravel(), *c.final) if v > low]  # NaN is not
+    return float(max(seen)) if seen else low + 1.0
+
+
+VIEWS = {
+    "control": View(
+        score="return",
+        column="final",
+        x_label="environment steps",
+        y_label="evaluation return",
+        title="{env_id}",
+        digits=1,
+        low=lambda info, cells: random_return(info["env_id"]),
+        high=_best_final,
+        q="q_overestimation",
+    ),
+    "dialogue": View(
+        score="success rate",
+        column="final success rate",
+        x_label="dialogues (warm start included)",
+        y_label="validation success rate",
+        title="domain {domain}",
+        digits=2,
+        low=lambda info, cells: 0.0,
+        high=lambda low, cells: 1.0,
+        note="Dialogue envs: success rate against dialogues simulated (warm start included), "
+        "from the first epoch on (the rule agent's evaluation before it is left out); low 0 "
+        "and high 1 unless the sweep file sets them; turns: average turns per dialogue.",
+        # epoch 0 is the rule agent at the end of the warm start: a scripted agent's score,
+        # not the learner's. Kept, it would give every variant the same first point, count
+        # the rule agent in the AUC, and be missing where warm_start_dialogues = 0.
+        scripted="epoch",
+    ),
+    "lm": View(
+        score="reward",
+        column="final reward",
+        x_label="rounds",
+        y_label="mean reward per round",
+        title="reward {reward}",
+        digits=3,
+        low=_first_round,
+        high=_best_seen,
+        note="LM envs: the mean reward of each round's samples against rounds; the final "
+        "reward, KL (nats per completion) and distinct-2 are the held-out evaluation's. Unless "
+        "the sweep file sets them, low is the mean first-round reward of the env's runs (before "
+        "any update), high the largest reward they reached (else low + 1).",
+    ),
+}
+"""Each trainer's view, by the name TRAINERS gives it."""
+EXTRAS = {"avg_turns": ("turns", 1), "kl": ("KL", 2), "distinct_2": ("distinct-2", 3)}
+"""A kind's extras in the tables: (column name, digits), IQM over seeds with 95% CIs."""
 
 
 # ------------------------------------------------------------------ compute: results.json
-def _read_run(run_dir: Path) -> tuple[list[float], list[float], float, float, list[float]]:
-    step, curve, q_curve = CURVE_COLUMNS
-    rows = numeric_rows(run_dir / "metrics.csv", CURVE_COLUMNS)
-    rows = [r for r in rows if r[curve] is not None]
-    if any(r[step] is None for r in rows):
+def _read_run(run_dir: Path, kind: TrainerKind) -> tuple[list, list, list | None, dict]:
+    """(steps, scores, Q overestimation or None, final values by eval.json key)."""
+    view = VIEWS[kind.name]
+    rows = numeric_rows(
+        run_dir / "metrics.csv", [c for c in ("step", kind.curve, view.q, view.scripted) if c]
+    )
+    rows = [r for r in rows if r[kind.curve] is not None and r.get(view.scripted) != 0]
+    if any(r["step"] is None for r in rows):
         raise DQNLMError(f"{run_dir / 'metrics.csv'} has an evaluation row without a step")
-    q_over = [np.nan if r[q_curve] is None else r[q_curve] for r in rows]
-    final, final_q = _read_eval(run_dir / "eval.json")
-    return [r[step] for r in rows], [r[curve] for r in rows], final, final_q, q_over
+    q_over = [np.nan if r[view.q] is None else r[view.q] for r in rows] if view.q else None
+    keys = [k for k in (kind.final, *kind.extras, view.q) if k]
+    final = _read_eval(run_dir / "eval.json", keys)
+    return [r["step"] for r in rows], [r[kind.curve] for r in rows], q_over, final
 
 
 def _is_number(value: Any) -> bool:
@@ -79,18 +169,21 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-def _read_eval(path: Path) -> tuple[float, ...]:
-    """The final evaluation's ``FINAL_KEYS``, as finite numbers."""
+def _read_eval(path: Path, keys: list[str]) -> dict[str, float]:
+    """The final evaluation's ``keys``, as finite numbers; NaN for a run finished without
+    one (its eval.json says ``"evaluated": false``)."""
     try:
         final = loads_finite(path.read_text())
-        values = [final[key] for key in FINAL_KEYS]
+        if isinstance(final, dict) and final.get("evaluated") is False:
+            return dict.fromkeys(keys, math.nan)
+        values = [final[key] for key in keys]
         if not all(_is_number(v) for v in values):
-            raise ValueError(f"{' and '.join(FINAL_KEYS)} must be numbers, got {values}")
+            raise ValueError(f"{' and '.join(keys)} must be numbers, got {values}")
     except OSError as e:
         raise DQNLMError(f"cannot read {path}: {e.strerror}") from None
     except (ValueError, KeyError, TypeError) as e:
         raise DQNLMError(f"{path} is not a valid evaluation record: {e}") from None
-    return tuple(float(v) for v in values)
+    return {key: float(v) for key, v in zip(keys, values)}
 
 
 def collect(out: Path, spec: dict) -> dict[str, dict[str, Cell]]:
@@ -100,15 +193,19 @@ def collect(out: Path, spec: dict) -> dict[str, dict[str, Cell]]:
         if is_finished(run.directory(out)):
             runs.setdefault((run.env, run.variant), []).append(run)
     for (env, variant), group in runs.items():
-        read = [_read_run(r.directory(out)) for r in group]
+        kind = TRAINERS[group[0].trainer]
+        read = [_read_run(r.directory(out), kind) for r in group]
         length = min(len(steps) for steps, *_ in read)
+        finals = {k: np.array([f[k] for *_, f in read]) for k in read[0][3]}
+        q = VIEWS[kind.name].q
         cells.setdefault(env, {})[variant] = Cell(
             steps=np.array(read[0][0][:length]),
-            curves=np.array([returns[:length] for _, returns, *_ in read]),
-            final=np.array([r[2] for r in read]),
-            q_over=np.array([r[3] for r in read]),
-            q_curves=np.array([r[4][:length] for r in read]),
+            curves=np.array([scores[:length] for _, scores, *_ in read]),
+            final=finals[kind.final],
+            q_over=finals[q] if q else None,
+            q_curves=np.array([r[2][:length] for r in read]) if q else None,
             seeds=[r.seed for r in group],
+            extras={k: finals[k] for k in kind.extras},
         )
     return cells
 
@@ -126,12 +223,14 @@ def random_return(env_id: str, episodes: int = 20, seed: int = 0) -> float:
 
 
 def bounds(spec: dict, cells: dict[str, dict[str, Cell]]) -> dict[str, tuple[float, float]]:
+    """Per env: (low, high), the sweep file's or else its trainer's defaults (VIEWS)."""
     result = {}
     for env, info in spec["envs"].items():
-        low = info["low"] if info["low"] is not None else random_return(info["env_id"])
-        high = info["high"]
-        if high is None:  # no threshold given: the best final return seen
-            high = max((c.final.max() for c in cells.get(env, {}).values()), default=low + 1)
+        view, seen = VIEWS[trainer_of(info).name], list(cells.get(env, {}).values())
+        low = info["low"] if info.get("low") is not None else view.low(info, seen)
+        high = info["high"] if info.get("high") is not None else view.high(low, seen)
+        if not (_is_number(low) and _is_number(high)):
+            raise DQNLMError(f"{env}: low and high must be numbers, got {low!r} and {high!r}")
         if high <= low:
             raise DQNLMError(
                 f"{env}: the normalising range is empty (low {low:.1f}, high {high:.1f}); "
@@ -142,7 +241,7 @@ def bounds(spec: dict, cells: dict[str, dict[str, Cell]]) -> dict[str, tuple[flo
 
 
 def auc(cell: Cell, low: float, high: float) -> np.ndarray:
-    """Per seed: the mean normalised return over the run (trapezoid over env steps)."""
+    """Per seed: the mean normalised score over the run (trapezoid over steps)."""
     curves = (cell.curves - low) / (high - low)
     if len(cell.steps) < 2:
         return curves[:, 0]
@@ -168,18 +267,26 @@ def _interval(interval: stats.Interval) -> dict[str, float]:
     return {"point": interval.point, "lower": interval.lower, "upper": interval.upper}
 
 
-def _ci(values: np.ndarray, aggregate: stats.Aggregate, reps: int = REPS) -> dict[str, float]:
-    """``aggregate`` of per-seed ``values`` with its 95% bootstrap CI."""
+def _ci(values: np.ndarray, aggregate: stats.Aggregate, reps: int = REPS) -> dict | None:
+    """``aggregate`` of the finite per-seed ``values`` with its 95% bootstrap CI (None
+    when there is none: no run was evaluated)."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
     return _interval(stats.stratified_bootstrap_ci({"v": values[:, None]}, aggregate, reps)["v"])
 
 
-def _band(steps: np.ndarray, curves: np.ndarray) -> list[list[float]] | None:
+def _band(steps: np.ndarray, curves: np.ndarray | None) -> list[list[float]] | None:
     """[step, IQM, lower, upper] per evaluation, IQM over seeds with its 95% CI; None where
     a value is missing (that curve is not drawn)."""
-    if not np.isfinite(curves).all():
+    if curves is None or not np.isfinite(curves).all():
         return None
     points = [_ci(column, stats.iqm, BAND_REPS) for column in curves.T]
     return [[x, p["point"], p["lower"], p["upper"]] for x, p in zip(steps.tolist(), points)]
+
+
+def _values(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
 def _cell_results(cell: Cell, low: float, high: float, threshold: float | None) -> dict:
@@ -187,9 +294,9 @@ def _cell_results(cell: Cell, low: float, high: float, threshold: float | None) 
     reached, fell = collapses(cell, threshold, low)
     return {
         "seeds": cell.seeds,
-        "final_return": cell.final.tolist(),
+        "final_return": _values(cell.final),  # the final score, whatever the trainer's
         "auc": area.tolist(),
-        "q_overestimation": cell.q_over.tolist(),
+        "q_overestimation": None if cell.q_over is None else cell.q_over.tolist(),
         "final_iqm": _ci(cell.final, stats.iqm),
         "final_mean": _ci(cell.final, stats.mean),
         "auc_iqm": _ci(area, stats.iqm),
@@ -197,12 +304,16 @@ def _cell_results(cell: Cell, low: float, high: float, threshold: float | None) 
         "collapsed": fell,
         "return_curve": _band(cell.steps, cell.curves),
         "q_curve": _band(cell.steps, cell.q_curves),
+        "extras": {
+            k: {"seeds": _values(v), "iqm": _ci(v, stats.iqm)} for k, v in cell.extras.items()
+        },
     }
 
 
 def _across(results: dict, envs: list[str]) -> dict[str, dict]:
-    """Per variant: normalised aggregates over ``envs`` (where every variant has runs),
-    from the first ``n`` runs of each cell, so every variant weighs each env alike."""
+    """Per variant: normalised aggregates over ``envs`` (where every variant has runs, all
+    with a final score), from the first ``n`` runs of each cell, so every variant weighs
+    each env alike."""
     variants, baseline, cells = results["variants"], results["baseline"], results["envs"]
     n = min(len(cells[e][v]["final_return"]) for e in envs for v in variants)
 
@@ -236,6 +347,12 @@ def _across(results: dict, envs: list[str]) -> dict[str, dict]:
     return across
 
 
+def _title(info: dict) -> str:
+    """An env's title: its view's ``title`` over its entry and first variant's config."""
+    fields = {**next(iter(info["configs"].values()), {}), **info}
+    return VIEWS[trainer_of(info).name].title.format_map(collections.defaultdict(str, fields))
+
+
 def compute_results(out: Path, baseline: str | None = None, trust_code: bool = False) -> dict:
     """Every number the report shows, from the finished runs under ``out``; written to
     ``out/results.json`` (atomically) and returned."""
@@ -256,18 +373,23 @@ def compute_results(out: Path, baseline: str | None = None, trust_code: bool = F
         "seeds_planned": len(spec["seeds"]),
         "variants": variants,
         "baseline": baseline,
-        "env_ids": {e: spec["envs"][e]["env_id"] for e in envs},
+        "trainers": {e: trainer_of(spec["envs"][e]).name for e in envs},
+        "env_ids": {e: _title(spec["envs"][e]) for e in envs},
         "bounds": {e: list(edges[e]) for e in envs},
         "envs": {
             e: {
-                v: _cell_results(cells[e][v], *edges[e], spec["envs"][e]["threshold"])
+                v: _cell_results(cells[e][v], *edges[e], spec["envs"][e].get("threshold"))
                 for v in variants
                 if v in cells[e]
             }
             for e in envs
         },
     }
-    complete = [e for e in envs if all(v in cells[e] for v in variants)]
+    complete = [
+        e
+        for e in envs
+        if all(v in cells[e] and np.isfinite(cells[e][v].final).all() for v in variants)
+    ]
     results["across"] = _across(results, complete) if complete else {}
     atomic_write_text(out / RESULTS, json.dumps(results, indent=1) + "\n")
     return results
@@ -283,11 +405,13 @@ def render_report(out: Path, results: dict | None = None) -> Path:
     _check_results(results, out / RESULTS)  # before writing anything
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
-    curves = figures / "learning_curves.png"
-    _plot_curves(results, "return_curve", "evaluation return (IQM, 95% CI)", curves)
-    q_curves = figures / "q_overestimation.png"
-    _plot_curves(results, "q_curve", "Q(start) - discounted return (IQM)", q_curves, symlog=True)
-    lines = _overview(out, results) + _env_table(results)
+    envs = list(results["envs"])
+    _plot_curves(results, envs, "return_curve", None, figures / "learning_curves.png")
+    q_envs = [e for e in envs if VIEWS[results["trainers"][e]].q]
+    if q_envs:
+        ylabel, path = "Q(start) - discounted return (IQM)", figures / "q_overestimation.png"
+        _plot_curves(results, q_envs, "q_curve", ylabel, path, symlog=True)
+    lines = _overview(out, results, q_envs) + _env_tables(results)
     if results["across"]:
         lines += _across_section(results, figures)
     path = out / "report.md"
@@ -301,22 +425,35 @@ def write_report(out: Path, baseline: str | None = None, trust_code: bool = Fals
     return render_report(out, compute_results(out, baseline, trust_code))
 
 
-def _fmt(interval: dict[str, float], digits: int = 1) -> str:
+def _fmt(interval: dict[str, float] | None, digits: int = 1) -> str:
+    if interval is None:
+        return "not evaluated"
     point, lower, upper = (interval[k] for k in ("point", "lower", "upper"))
     return f"{point:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
 
 
-def _overview(out: Path, results: dict) -> list[str]:
+def _by_trainer(results: dict) -> dict[str, list[str]]:
+    """Trainer name -> its envs, in the order the envs come."""
+    groups: dict[str, list[str]] = {}
+    for env, name in results["trainers"].items():
+        groups.setdefault(name, []).append(env)
+    return groups
+
+
+def _overview(out: Path, results: dict, q_envs: list[str]) -> list[str]:
     lines = ["# Sweep report", "", f"Directory `{out}`: {results['seeds_planned']} seeds planned."]
-    lines += ["", "Normalised score = (return - low) / (high - low):", ""]
-    for env, (low, high) in results["bounds"].items():
-        lines.append(f"* {env} (`{results['env_ids'][env]}`): low {low:.1f}, high {high:.1f}")
+    for name, envs in _by_trainer(results).items():
+        view, d = VIEWS[name], VIEWS[name].digits
+        lines += ["", f"Normalised score = ({view.score} - low) / (high - low):", ""]
+        for env in envs:
+            low, high = results["bounds"][env]
+            title = results["env_ids"][env]
+            lines.append(f"* {env} (`{title}`): low {low:.{d}f}, high {high:.{d}f}")
+        lines += ["", view.note] if view.note else []
+    lines += ["", "## Learning curves", "", "![learning curves](figures/learning_curves.png)", ""]
+    if not q_envs:
+        return lines
     return lines + [
-        "",
-        "## Learning curves",
-        "",
-        "![learning curves](figures/learning_curves.png)",
-        "",
         "## Q overestimation during training",
         "",
         "Greedy Q of the evaluation episodes' start states minus the discounted return they "
@@ -327,25 +464,41 @@ def _overview(out: Path, results: dict) -> list[str]:
     ]
 
 
-def _env_table(results: dict) -> list[str]:
-    lines = [
-        "## Per environment",
-        "",
-        "| env | variant | runs | final IQM [95% CI] | final mean [95% CI] | AUC IQM [95% CI] "
-        "| Q overestimation (median) | collapsed / reached |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for env, cells in results["envs"].items():
-        for variant in results["variants"]:
-            c = cells.get(variant)
-            if c is None:
-                lines.append(f"| {env} | {variant} | 0 | | | | | |")
-                continue
-            lines.append(
-                f"| {env} | {variant} | {len(c['final_return'])} | {_fmt(c['final_iqm'])} "
-                f"| {_fmt(c['final_mean'])} | {_fmt(c['auc_iqm'], 2)} "
-                f"| {np.median(c['q_overestimation']):.2f} | {c['collapsed']} / {c['reached']} |"
-            )
+def _env_tables(results: dict) -> list[str]:
+    """One table per trainer, in its own columns."""
+    lines, unevaluated = ["## Per environment"], []
+    for name, envs in _by_trainer(results).items():
+        view, extras = VIEWS[name], TRAINERS[name].extras
+        header = ["env", "variant", "runs", f"{view.column} IQM [95% CI]"]
+        header += [f"{view.column} mean [95% CI]", "AUC IQM [95% CI]"]
+        header += [f"{EXTRAS[k][0]} IQM [95% CI]" for k in extras]
+        header += ["Q overestimation (median)", "collapsed / reached"] if view.q else []
+        lines += ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        for env in envs:
+            for variant in results["variants"]:
+                c = results["envs"][env].get(variant)
+                if c is None:
+                    lines.append(f"| {env} | {variant} | 0 |" + " |" * (len(header) - 3))
+                    continue
+                row = [env, variant, str(len(c["final_return"])), _fmt(c["final_iqm"], view.digits)]
+                row += [_fmt(c["final_mean"], view.digits), _fmt(c["auc_iqm"], 2)]
+                row += [_fmt(c["extras"][k]["iqm"], EXTRAS[k][1]) for k in extras]
+                if view.q:
+                    row += [f"{np.median(c['q_overestimation']):.2f}"]
+                    row += [f"{c['collapsed']} / {c['reached']}"]
+                lines.append("| " + " | ".join(row) + " |")
+                missing = c["final_return"].count(None)
+                if missing:
+                    runs = len(c["final_return"])
+                    unevaluated.append(f"{env} x {variant} ({missing} of {runs} runs)")
+    if unevaluated:
+        lines += [
+            "",
+            f"Not evaluated: {'; '.join(unevaluated)}. These runs finished without a final "
+            "evaluation (eval.json holds no score, as with eval_prompts = 0): they count in the "
+            "curves and AUC, not in the final scores, and their envs are left out across "
+            "environments.",
+        ]
     return lines
 
 
@@ -400,18 +553,20 @@ def _pyplot():
     return plt
 
 
-def _plot_curves(results: dict, key: str, ylabel: str, path: Path, symlog: bool = False) -> None:
-    """One panel per environment: each variant's ``key`` band, [step, IQM, lower, upper] rows
-    (``symlog``: where a panel's values pass 100 in size, a y axis linear near 0 and
-    logarithmic beyond, so diverging runs and stable ones show on one axis)."""
-    envs = results["envs"]
+def _plot_curves(
+    results: dict, envs: list[str], key: str, ylabel: str | None, path: Path, symlog: bool = False
+) -> None:
+    """One panel per env: each variant's ``key`` band, [step, IQM, lower, upper] rows, on its
+    trainer's axes (``ylabel`` None: its score's; ``symlog``: where a panel's values pass 100
+    in size, a y axis linear near 0 and logarithmic beyond, so diverging runs and stable
+    ones show on one axis)."""
     fig, axes = _pyplot().subplots(
         1, len(envs), figsize=(5.2 * len(envs), 3.8), dpi=110, squeeze=False
     )
-    for ax, (env, cells) in zip(axes[0], envs.items()):
-        largest = 0.0
+    for ax, env in zip(axes[0], envs):
+        view, largest = VIEWS[results["trainers"][env]], 0.0
         for i, variant in enumerate(results["variants"]):
-            band = cells.get(variant, {}).get(key)
+            band = results["envs"][env].get(variant, {}).get(key)
             if band is None:
                 continue
             steps, point, lower, upper = np.array(band).T
@@ -420,8 +575,8 @@ def _plot_curves(results: dict, key: str, ylabel: str, path: Path, symlog: bool 
             largest = max(largest, np.abs(point).max())
         # parse_math off: an env_id read from results.json is shown as it is, never parsed
         ax.set_title(results["env_ids"][env], parse_math=False)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(ylabel)
+        ax.set_xlabel(view.x_label)
+        ax.set_ylabel(ylabel or f"{view.y_label} (IQM, 95% CI)")
         if symlog and largest > 100.0:
             ax.set_yscale("symlog", linthresh=10.0)
         ax.grid(alpha=0.3)
@@ -469,25 +624,21 @@ class _Maybe:
     schema: Any  # a value of this schema, or null
 
 
-@dataclass(frozen=True)
-class _Names:
-    schema: Any  # an object from env or variant names to values of this schema
-
-
 INTERVAL = {"point": float, "lower": float, "upper": float}
 BAND = [(float, float, float, float)]  # rows of [x, IQM or fraction, lower, upper]
 CELL = {
     "seeds": [int],
-    "final_return": [float],
+    "final_return": [_Maybe(float)],
     "auc": [float],
-    "q_overestimation": [float],
-    "final_iqm": INTERVAL,
-    "final_mean": INTERVAL,
+    "q_overestimation": _Maybe([float]),
+    "final_iqm": _Maybe(INTERVAL),
+    "final_mean": _Maybe(INTERVAL),
     "auc_iqm": INTERVAL,
     "reached": int,
     "collapsed": int,
     "return_curve": _Maybe(BAND),
     "q_curve": _Maybe(BAND),
+    "extras": {NAME: {"seeds": [_Maybe(float)], "iqm": _Maybe(INTERVAL)}},
 }
 ACROSS = {
     "envs": [NAME],
@@ -501,14 +652,16 @@ SHAPE = {
     "seeds_planned": int,
     "variants": [NAME],
     "baseline": NAME,
-    "env_ids": _Names(str),
-    "bounds": _Names((float, float)),
-    "envs": _Names(_Names(CELL)),
-    "across": _Names(ACROSS),
+    "trainers": {NAME: str},
+    "env_ids": {NAME: str},
+    "bounds": {NAME: (float, float)},
+    "envs": {NAME: {NAME: CELL}},
+    "across": {NAME: ACROSS},
 }
 """What render_report reads. A schema is float (a number), int (a count), str, NAME,
-[schema] (a non-empty list), (schema, ...) (a list of that many), {key: schema} (an object
-with those keys, maybe more), _Names or _Maybe."""
+[schema] (a non-empty list), (schema, ...) (a list of that many), {NAME: schema} (an object
+from env or variant names to values of that schema), {key: schema} (an object with those
+keys, maybe more) or _Maybe(schema) (that, or null)."""
 LARGEST = 1e300  # past this size matplotlib's axis arithmetic overflows, mid-figure
 SCALARS = {
     float: (lambda v: _is_number(v) and abs(v) <= LARGEST, f"a number of size <= {LARGEST:g}"),
@@ -549,18 +702,19 @@ def _fit(value: Any, schema: Any, where: str) -> None:
         fits, what = SCALARS[schema]
         if not fits(value):
             raise ValueError(f"{where} must be {what}")
-    elif isinstance(schema, dict | _Names):
+    elif isinstance(schema, dict):
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be an object")
-        if isinstance(schema, _Names):
+        if NAME in schema:  # names -> values
             for name, item in value.items():
                 _fit(name, NAME, f"{where} key {str(name)[:40]!r}")
-                _fit(item, schema.schema, f"{where}.{name}")
-        else:
-            for key, item_schema in schema.items():
-                if key not in value:
-                    raise ValueError(f"{where} has no {key!r}")
-                _fit(value[key], item_schema, f"{where}.{key}")
+                _fit(item, schema[NAME], f"{where}.{name}")
+        for key, item_schema in schema.items():
+            if key is NAME:
+                continue
+            if key not in value:
+                raise ValueError(f"{where} has no {key!r}")
+            _fit(value[key], item_schema, f"{where}.{key}")
     else:  # a list
         if not isinstance(value, list) or not value:
             raise ValueError(f"{where} must be a non-empty list")
@@ -576,8 +730,8 @@ def _fit_together(results: dict) -> None:
     variants, envs, across = results["variants"], list(results["envs"]), results["across"]
     if results["baseline"] not in variants:
         raise ValueError("the baseline is not one of the variants")
-    if not envs or list(results["env_ids"]) != envs or list(results["bounds"]) != envs:
-        raise ValueError("envs, env_ids and bounds must name the same environments")
+    if not envs or any(list(results[k]) != envs for k in ("trainers", "env_ids", "bounds")):
+        raise ValueError("envs, trainers, env_ids and bounds must name the same environments")
     if any(set(cells) - set(variants) for cells in results["envs"].values()):
         raise ValueError("envs hold a variant that variants does not list")
     if across and list(across) != variants:
@@ -585,3 +739,12 @@ def _fit_together(results: dict) -> None:
     key = f"p_improvement_over_{results['baseline']}"
     for variant, entry in across.items():
         _fit(entry.get(key, False), _Maybe(INTERVAL), f"results.across.{variant}.{key}")
+    for env, name in results["trainers"].items():  # what the env's own columns read
+        if name not in VIEWS:
+            raise ValueError(f"results.trainers.{env} must be one of {', '.join(VIEWS)}")
+        for variant, cell in results["envs"][env].items():
+            where = f"results.envs.{env}.{variant}"
+            for extra in TRAINERS[name].extras:
+                _fit(cell["extras"].get(extra), {}, f"{where}.extras.{extra}")
+            if VIEWS[name].q:
+                _fit(cell["q_overestimation"], [float], f"{where}.q_overestimation")
