@@ -150,7 +150,7 @@ class Trainer:
         try:
             config = cls.config_from_checkpoint(ckpt.meta, run_dir, source, trust_code)
             config = replace(config, overrides, source="arguments")
-            trainer = cls._rebuild(config, run_dir, trust_code)
+            trainer = cls.create(config, run_dir, trust_code)
             trainer.load_state(ckpt.tensors, ckpt.meta, ckpt.arrays)
             restore_rng(ckpt.tensors)
             trainer.elapsed = float(ckpt.meta["elapsed_s"])
@@ -164,7 +164,9 @@ class Trainer:
         return trainer
 
     @classmethod
-    def _rebuild(cls, config: Any, run_dir: Path, trust_code: bool):
+    def create(cls, config: Any, run_dir: str | Path | None, trust_code: bool = False):
+        """A fresh trainer; ``trust_code`` for trainers whose config may name code or
+        pickled files (the LM trainer's model and reward)."""
         return cls(config, run_dir)
 
 

@@ -119,17 +119,6 @@ def _common(p) -> None:
     common.add_trust_argument(p, TRUST)
 
 
-def _preset(name: str | None):
-    """LMConfig with preset ``name`` applied (LM presets are dicts of fields)."""
-    from dqnlm.config_io import replace
-
-    config_mod = _lm_import("config")
-    if name and name not in config_mod.PRESETS:
-        raise DQNLMError(f"unknown preset {name!r}; choose one of {', '.join(config_mod.PRESETS)}")
-    config = config_mod.LMConfig()
-    return replace(config, config_mod.PRESETS[name], source=f"preset {name}") if name else config
-
-
 def _check_file_reward(values: dict, source: str, trust_code: bool) -> None:
     """A `module:function` reward imports its module: only with --trust-code."""
     if isinstance(values.get("reward"), str):
@@ -161,7 +150,7 @@ def cmd_train(args) -> int:
         run_dir = args.resume
     else:
         config = common.layer_config(
-            _preset(args.preset),
+            _lm_import("config").preset_config(args.preset),
             args.config,
             args.overrides,
             {"seed": args.seed, "rounds": args.rounds, "device": args.device},

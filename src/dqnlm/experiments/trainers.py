@@ -86,16 +86,13 @@ class TrainerKind:
     """Those fields as read back from sweep.json: ValueError when malformed."""
     finish: Callable[[Any], Any] = _validate
     """The last step of each variant's config: validate (and resolve paths)."""
-    new: Callable[[type, Any, Path, bool], Any] | None = None
-    """Build a fresh trainer (cls, config, run_dir, trust_code); default ``cls(config, run_dir)``."""
 
     def config(self, values: dict[str, Any], source: str) -> Any:
         """The config of ``values`` (field -> plain value), checked key by key."""
         return replace(_import(self.config_ref)(), values, source=source)
 
     def trainer(self, config: Any, run_dir: Path, trust_code: bool = False) -> Any:
-        cls = _import(self.trainer_ref)
-        return self.new(cls, config, run_dir, trust_code) if self.new else cls(config, run_dir)
+        return _import(self.trainer_ref).create(config, run_dir, trust_code)
 
     def load(self, run_dir: Path, trust_code: bool = False) -> Any:
         """The trainer of a killed run, from its last checkpoint, ready to continue."""
@@ -224,15 +221,9 @@ def _dialogue_check_runnable(configs: list) -> None:
 
 # ------------------------------------------------------------------------------------ lm
 def _lm_start(table: dict) -> Any:
-    """LMConfig with the table's preset applied (LM presets are dicts of fields)."""
-    from dqnlm.lm.config import PRESETS, LMConfig
+    from dqnlm.lm.config import preset_config
 
-    name = table.get("preset")
-    if name is None:
-        return LMConfig()
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return replace(LMConfig(), PRESETS[name], source=f"preset {name}")
+    return preset_config(table.get("preset"))
 
 
 def _lm_check_file(info: Entry, where: str, source: str, trust_code: bool) -> None:
@@ -251,10 +242,6 @@ def _lm_trusted(info: Entry, out: Path, where: str, source: str, trust_code: boo
     for variant, config in TRAINERS["lm"].configs(info, f"{source} {where}").items():
         check_run_config(config, out, f"{source} {where} x [variants.{variant}]", trust_code)
     return info
-
-
-def _lm_new(cls: type, config: Any, run_dir: Path, trust_code: bool) -> Any:
-    return cls(config, run_dir, progress=False, trust_code=trust_code)
 
 
 TRAINERS: dict[str, TrainerKind] = {
@@ -300,7 +287,6 @@ TRAINERS: dict[str, TrainerKind] = {
         extras=("kl", "distinct_2"),
         result_format="+.3f",
         table_keys=("preset",),
-        new=_lm_new,
     ),
 }
 """Every trainer a sweep can run, by the name a sweep file gives it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dqnlm.config_io import Checks
+from dqnlm.errors import ConfigError
 
 TD_KINDS = ("soft", "max", "double")
 
@@ -153,3 +154,14 @@ PRESETS: dict[str, dict] = {
         "lam": 0.0,  # with shaping, one-step targets beat lam 0.9 (Q(lambda): 1 nat less KL)
     },
 }
+
+
+def preset_config(name: str | None) -> LMConfig:
+    """LMConfig with preset ``name`` applied (None: the defaults)."""
+    from dqnlm.config_io import replace
+
+    if name is None:
+        return LMConfig()
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(LMConfig(), PRESETS[name], source=f"preset {name}")

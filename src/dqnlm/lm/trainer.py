@@ -472,7 +472,7 @@ class LMTrainer(Trainer):
         return config
 
     @classmethod
-    def _rebuild(cls, config: LMConfig, run_dir: Path, trust_code: bool) -> LMTrainer:
+    def create(cls, config: LMConfig, run_dir, trust_code: bool = False) -> LMTrainer:
         return cls(config, run_dir, progress=False, trust_code=trust_code)
 
     def save_model(self, out: Path) -> Path:
