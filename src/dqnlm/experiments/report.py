@@ -48,6 +48,7 @@ REPS = 2000  # bootstrap resamples of the tables
 BAND_REPS = 500  # and of each point of a curve's band
 TAUS = np.linspace(0.0, 1.2, 61)  # performance profile thresholds
 RESULTS = "results.json"
+CIS = ("final_iqm", "final_mean", "auc_iqm")  # a cell's and a variant's intervals across envs
 
 
 @dataclass
@@ -323,9 +324,11 @@ def _across(results: dict, envs: list[str]) -> dict[str, dict]:
     lows, highs = zip(*(results["bounds"][e] for e in envs))
     normalized = {v: stats.normalize(scores("final_return", v), lows, highs) for v in variants}
     areas = {v: scores("auc", v) for v in variants}
-    final_iqm = stats.stratified_bootstrap_ci(normalized, stats.iqm, REPS)
-    final_mean = stats.stratified_bootstrap_ci(normalized, stats.mean, REPS)
-    area_iqm = stats.stratified_bootstrap_ci(areas, stats.iqm, REPS)
+    cis = {
+        "final_iqm": stats.stratified_bootstrap_ci(normalized, stats.iqm, REPS),
+        "final_mean": stats.stratified_bootstrap_ci(normalized, stats.mean, REPS),
+        "auc_iqm": stats.stratified_bootstrap_ci(areas, stats.iqm, REPS),
+    }
     profiles = stats.performance_profile(normalized, TAUS, reps=BAND_REPS)
     across = {}
     for v in variants:
@@ -338,9 +341,7 @@ def _across(results: dict, envs: list[str]) -> dict[str, dict]:
         across[v] = {
             "envs": envs,
             "runs": n,
-            "final_iqm": _interval(final_iqm[v]),
-            "final_mean": _interval(final_mean[v]),
-            "auc_iqm": _interval(area_iqm[v]),
+            **{name: _interval(ci[v]) for name, ci in cis.items()},
             f"p_improvement_over_{baseline}": improvement,
             "profile": np.stack([TAUS, p.values, p.lower, p.upper], axis=1).tolist(),
         }
@@ -432,6 +433,11 @@ def _fmt(interval: dict[str, float] | None, digits: int = 1) -> str:
     return f"{point:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
 
 
+def _row(cells: list[str]) -> str:
+    """A markdown table row (an empty cell is a single space)."""
+    return "".join(f"| {c} " if c else "| " for c in cells) + "|"
+
+
 def _by_trainer(results: dict) -> dict[str, list[str]]:
     """Trainer name -> its envs, in the order the envs come."""
     groups: dict[str, list[str]] = {}
@@ -473,23 +479,23 @@ def _env_tables(results: dict) -> list[str]:
         header += [f"{view.column} mean [95% CI]", "AUC IQM [95% CI]"]
         header += [f"{EXTRAS[k][0]} IQM [95% CI]" for k in extras]
         header += ["Q overestimation (median)", "collapsed / reached"] if view.q else []
-        lines += ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        lines += ["", _row(header), "|---" * len(header) + "|"]
         for env in envs:
             for variant in results["variants"]:
                 c = results["envs"][env].get(variant)
                 if c is None:
-                    lines.append(f"| {env} | {variant} | 0 |" + " |" * (len(header) - 3))
+                    lines.append(_row([env, variant, "0"] + [""] * (len(header) - 3)))
                     continue
-                row = [env, variant, str(len(c["final_return"])), _fmt(c["final_iqm"], view.digits)]
-                row += [_fmt(c["final_mean"], view.digits), _fmt(c["auc_iqm"], 2)]
+                runs, missing = len(c["final_return"]), c["final_return"].count(None)
+                row = [env, variant, str(runs)]
+                row += [_fmt(c[k], view.digits) for k in ("final_iqm", "final_mean")]
+                row += [_fmt(c["auc_iqm"], 2)]
                 row += [_fmt(c["extras"][k]["iqm"], EXTRAS[k][1]) for k in extras]
                 if view.q:
                     row += [f"{np.median(c['q_overestimation']):.2f}"]
                     row += [f"{c['collapsed']} / {c['reached']}"]
-                lines.append("| " + " | ".join(row) + " |")
-                missing = c["final_return"].count(None)
+                lines.append(_row(row))
                 if missing:
-                    runs = len(c["final_return"])
                     unevaluated.append(f"{env} x {variant} ({missing} of {runs} runs)")
     if unevaluated:
         lines += [
@@ -517,20 +523,12 @@ def _across_section(results: dict, figures: Path) -> list[str]:
     _plot_intervals(column("auc_iqm"), "normalised AUC, IQM (95% CI)", figures / "auc_iqm.png")
     _plot_profiles(column("profile"), figures / "performance_profiles.png")
     first = next(iter(across.values()))
-    lines = [
-        "",
-        f"## Across environments ({', '.join(first['envs'])}; {first['runs']} runs each)",
-        "",
-        "| variant | final IQM [95% CI] | final mean [95% CI] | AUC IQM [95% CI] "
-        f"| P(variant > {baseline}) [95% CI] |",
-        "|---|---|---|---|---|",
-    ]
+    header = ["variant", "final IQM [95% CI]", "final mean [95% CI]", "AUC IQM [95% CI]"]
+    lines = ["", f"## Across environments ({', '.join(first['envs'])}; {first['runs']} runs each)"]
+    lines += ["", _row([*header, f"P(variant > {baseline}) [95% CI]"]), "|---" * 5 + "|"]
     for v, a in across.items():
         poi = _fmt(a[key], 2) if v in improvement else "-"
-        lines.append(
-            f"| {v} | {_fmt(a['final_iqm'], 2)} | {_fmt(a['final_mean'], 2)} "
-            f"| {_fmt(a['auc_iqm'], 2)} | {poi} |"
-        )
+        lines.append(_row([v, *(_fmt(a[k], 2) for k in CIS), poi]))
     lines += [
         "",
         "![final IQM](figures/final_iqm.png) ![AUC IQM](figures/auc_iqm.png)",
