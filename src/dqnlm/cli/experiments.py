@@ -9,7 +9,11 @@ from pathlib import Path
 from dqnlm.cli.common import add_trust_argument
 from dqnlm.errors import DQNLMError
 
-TRUST = "an env_id of the form module:Env (in a sweep file or sweep.json) import its module"
+TRUST = (
+    "an env_id module:Env or an LM reward module:function (in a sweep file or sweep.json) "
+    "import its module, and sweep.json name a dialogue schema or LM model, prompts or data "
+    "outside the sweep dir"
+)
 """What ``--trust-code`` allows in these commands."""
 
 
