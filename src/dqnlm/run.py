@@ -104,15 +104,17 @@ class Trainer:
         return f"step {self.step:,}"
 
     # ----------------------------------------------------------------- shared lifecycle
+    def diverged(self, what: str) -> TrainingDiverged:
+        """The error of a run that diverged ``what`` (``at env step 1,200: loss=nan``)."""
+        last = self.last_checkpoint or "none yet"
+        return TrainingDiverged(f"training diverged {what}; last good checkpoint: {last}")
+
     def save_checkpoint(self) -> Path:
         """Write the state atomically to ``run_dir/checkpoints`` (refused if not finite)."""
         if self.run_dir is None:
             raise DQNLMError("this trainer has no run directory to save checkpoints in")
         if not self.finite():
-            raise TrainingDiverged(
-                f"training diverged at {self.where()}: the weights are not finite; "
-                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
+            raise self.diverged(f"at {self.where()}: the weights are not finite")
         tensors, meta, arrays = self.state()
         tensors = {**tensors, **rng_tensors()}  # CPU and, on a GPU, every CUDA generator
         meta = {
@@ -168,6 +170,11 @@ class Trainer:
         """A fresh trainer; ``trust_code`` for trainers whose config may name code or
         pickled files (the LM trainer's model and reward)."""
         return cls(config, run_dir)
+
+
+def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``prefix...``, without the prefix (one part of a checkpoint)."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 class _HeldSignals:
@@ -304,10 +311,7 @@ class Run:
         if all(np.isfinite(v) for v in values.values()):
             return
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
-        raise TrainingDiverged(
-            f"training diverged at {where}: {shown}; "
-            f"last good checkpoint: {self.trainer.last_checkpoint or 'none yet'}"
-        )
+        raise self.trainer.diverged(f"at {where}: {shown}")
 
     def checkpoint(self) -> None:
         if self.run_dir is not None:

@@ -26,7 +26,7 @@ from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.resources import check_fits
-from dqnlm.run import Run, Trainer
+from dqnlm.run import Run, Trainer, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_module_reference
 
@@ -300,8 +300,8 @@ class DQN(Trainer):
         return tensors, meta, self.replay.state_dict() if self.config.save_replay else None
 
     def load_state(self, tensors, meta, arrays) -> None:
-        self.q_net.load_state_dict(_prefixed(tensors, "q_net."))
-        self.target.load_state_dict(_prefixed(tensors, "target."))
+        self.q_net.load_state_dict(unprefixed(tensors, "q_net."))
+        self.target.load_state_dict(unprefixed(tensors, "target."))
         load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
         self.rng.bit_generator.state = meta["rng"]["explore"]
         self.replay.rng.bit_generator.state = meta["rng"]["replay"]
@@ -312,7 +312,7 @@ class DQN(Trainer):
         self.stopped_early = bool(meta["stopped_early"])
         if meta["best_return"] is not None:
             self.best_return = float(meta["best_return"])
-            self.best_weights = _prefixed(tensors, "best.")
+            self.best_weights = unprefixed(tensors, "best.")
 
     @classmethod
     def config_from_checkpoint(cls, meta, run_dir, source, trust_code) -> DQNConfig:
@@ -334,10 +334,6 @@ def estimate_bytes(cfg: DQNConfig, obs_dim: int, n_actions: int) -> int:
     networks = 5 * 4 * params  # online, target, gradient, two Adam moments (float32)
     activations = 4 * 4 * max(cfg.batch_size, 32) * max(widths)  # forward + backward, 2 nets
     return replay + networks + activations
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -44,7 +44,7 @@ from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError
 from dqnlm.metrics import read_metrics, save_figure
 from dqnlm.resources import check_fits
-from dqnlm.run import Run, Trainer
+from dqnlm.run import Run, Trainer, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
@@ -322,9 +322,9 @@ class DialogueDQN(Trainer):
         return tensors, meta, self.replay.state_dict()
 
     def load_state(self, tensors, meta, arrays) -> None:
-        self.q_net.load_state_dict(_strip(tensors, "q_net."))
-        self.target.load_state_dict(_strip(tensors, "target."))
-        self.best_state = _strip(tensors, "best.") or None
+        self.q_net.load_state_dict(unprefixed(tensors, "q_net."))
+        self.target.load_state_dict(unprefixed(tensors, "target."))
+        self.best_state = unprefixed(tensors, "best.") or None
         load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
         self.rng.bit_generator.state = meta["rng"]["explore"]
         self.goals.bit_generator.state = meta["rng"]["goals"]
@@ -475,10 +475,6 @@ def _prefixed(result: dict, prefix: str) -> dict:
         f"{prefix}_turns": result["avg_turns"],
         f"{prefix}_reward": result["avg_reward"],
     }
-
-
-def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _config_from(values: dict, source: str) -> DialogueDQNConfig:

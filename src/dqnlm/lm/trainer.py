@@ -23,7 +23,7 @@ from dqnlm.core.checkpoint import load_optimizer_state, optimizer_state, replace
 from dqnlm.core.precision import MasterWeights
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
-from dqnlm.errors import DQNLMError, TrainingDiverged
+from dqnlm.errors import DQNLMError
 from dqnlm.lm.config import LMConfig
 from dqnlm.lm.data import load_prompts, read_jsonl
 from dqnlm.lm.generation import (
@@ -49,7 +49,7 @@ from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
 from dqnlm.metrics import save_figure
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
-from dqnlm.run import Run, Trainer
+from dqnlm.run import Run, Trainer, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
@@ -301,10 +301,7 @@ class LMTrainer(Trainer):
         try:
             batch = self.generate([self.prompts[i] for i in picks])
         except NonFiniteLogits as e:
-            raise TrainingDiverged(
-                f"training diverged in round {self.round + 1}: {e}; "
-                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            ) from None
+            raise self.diverged(f"in round {self.round + 1}: {e}") from None
         if cfg.shaping:
             rewards, scores = self.shaped_rewards(batch)
         else:
@@ -406,16 +403,10 @@ class LMTrainer(Trainer):
         """Finite weights can still be huge enough to overflow the logits (a learning rate
         of 1e30): probe a few of the round's texts, so no such model is checkpointed."""
         if not self.finite():
-            raise TrainingDiverged(
-                f"training diverged in round {self.round}: the weights are not finite; "
-                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
+            raise self.diverged(f"in round {self.round}: the weights are not finite")
         logits = forward_logits(self.model, batch.tokens[:rows], batch.attention[:rows])
         if not torch.isfinite(logits).all():
-            raise TrainingDiverged(
-                f"training diverged in round {self.round}: the logits are not finite; "
-                f"last good checkpoint: {self.last_checkpoint or 'none yet'}"
-            )
+            raise self.diverged(f"in round {self.round}: the logits are not finite")
 
     # ----------------------------------------------------------- checkpoints
     @property
@@ -453,7 +444,7 @@ class LMTrainer(Trainer):
             for name, value in self._trained_tensors().items():
                 value.copy_(tensors[f"model.{name}"])
         self.weights.master_to_model()
-        self.target.load_state_dict(_prefixed(tensors, "target."))
+        self.target.load_state_dict(unprefixed(tensors, "target."))
         load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
         self.rng.bit_generator.state = meta["rng"]["prompts"]
         self.replay.rng.bit_generator.state = meta["rng"]["replay"]
@@ -488,10 +479,6 @@ class LMTrainer(Trainer):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
