@@ -1,11 +1,14 @@
-"""Run-directory metrics shared by every trainer: a CSV file mirrored to TensorBoard."""
+"""Run-directory metrics shared by every trainer: a CSV file mirrored to TensorBoard, and
+the figures drawn from it."""
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from dqnlm.core.checkpoint import atomic_write_text
 from dqnlm.errors import DQNLMError
@@ -107,10 +110,33 @@ def _number(text: str | None, path: Path, line: int, column: str) -> float | Non
     return value
 
 
-def save_figure(fig, out: Path) -> Path:
-    """Write a matplotlib figure atomically (a temporary file, then a rename) and close it."""
+def series(
+    rows: list[dict[str, float | None]], column: str, keep: Callable[[dict], bool] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of ``column`` in the ``numeric_rows`` where both are set (and ``keep``)."""
+    pairs = [
+        (r["step"], r[column])
+        for r in rows
+        if r["step"] is not None and r[column] is not None and (keep is None or keep(r))
+    ]
+    steps, values = np.array(pairs, dtype=float).reshape(-1, 2).T
+    return steps, values
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures go to files, no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, out: Path, rect: tuple[float, ...] | None = None) -> Path:
+    """Lay out a matplotlib figure (``tight_layout`` within ``rect``), write it atomically
+    (a temporary file, then a rename) and close it."""
+    plt = pyplot()
     out = Path(out)
     problem = None
     if not out.parent.is_dir():
@@ -120,6 +146,7 @@ def save_figure(fig, out: Path) -> Path:
     if problem:
         plt.close(fig)
         raise DQNLMError(f"cannot write figure {out}: {problem}")
+    fig.tight_layout(rect=rect)
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

@@ -42,7 +42,7 @@ from dqnlm.dialogue.env import DialogueEnv
 from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError
-from dqnlm.metrics import read_metrics, save_figure
+from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
 from dqnlm.resources import check_fits
 from dqnlm.run import Run, Trainer, unprefixed
 from dqnlm.seeding import seed_streams
@@ -423,39 +423,22 @@ def _check_shapes(
 
 def plot_success(run_dir: Path, out: Path) -> Path:
     """Success rate against training dialogues: epsilon-greedy training and greedy validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(Path(run_dir) / "metrics.csv")
-
-    def series(column: str, epochs_only: bool = True):
-        points = [
-            (float(r["step"]), float(r[column]))
-            for r in rows
-            if r.get(column) and (float(r["epoch"] or 0) > 0 or not epochs_only)
-        ]
-        return [p[0] for p in points], [p[1] for p in points]
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.plot(*series("train_success"), color="C0", alpha=0.5, label="training (epsilon-greedy)")
-    ax.plot(*series("eval_success"), "o-", color="C1", markersize=3, label="greedy, training goals")
-    rule = [float(r["eval_success"]) for r in rows if r.get("eval_success") and r["epoch"] == "0"]
-    if rule:
-        ax.axhline(
-            rule[0],
-            color="gray",
-            linestyle="--",
-            label=f"rule agent, training goals ({rule[0]:.2f})",
-        )
-    ax.set_xlabel("training dialogues (warm start included)")
-    ax.set_ylabel("success rate")
+    columns = ("step", "epoch", "train_success", "eval_success")
+    rows = numeric_rows(Path(run_dir) / "metrics.csv", columns)
+    learner = lambda row: (row["epoch"] or 0) > 0  # noqa: E731 - epoch 0: the rule agent
+    fig, ax = pyplot().subplots(figsize=(7, 4.2), dpi=110)
+    train, val = series(rows, "train_success", learner), series(rows, "eval_success", learner)
+    ax.plot(*train, color="C0", alpha=0.5, label="training (epsilon-greedy)")
+    ax.plot(*val, "o-", color="C1", markersize=3, label="greedy, training goals")
+    _, rule = series(rows, "eval_success", lambda row: row["epoch"] == 0)
+    if len(rule):
+        label = f"rule agent, training goals ({rule[0]:.2f})"
+        ax.axhline(rule[0], color="gray", linestyle="--", label=label)
+    ax.set(xlabel="training dialogues (warm start included)", ylabel="success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"DQN dialogue policy: {Path(run_dir).name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
     return save_figure(fig, out)
 
 

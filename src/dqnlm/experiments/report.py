@@ -42,7 +42,7 @@ from dqnlm.errors import DQNLMError
 from dqnlm.experiments import stats
 from dqnlm.experiments.sweep import NAME, SPEC, Run, is_finished, read_spec, runs_of
 from dqnlm.experiments.trainers import TRAINERS, TrainerKind, trainer_of
-from dqnlm.metrics import numeric_rows, save_figure
+from dqnlm.metrics import numeric_rows, pyplot, save_figure
 
 REPS = 2000  # bootstrap resamples of the tables
 BAND_REPS = 500  # and of each point of a curve's band
@@ -542,15 +542,6 @@ def _across_section(results: dict, figures: Path) -> list[str]:
     return lines
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_curves(
     results: dict, envs: list[str], key: str, ylabel: str | None, path: Path, symlog: bool = False
 ) -> None:
@@ -558,7 +549,7 @@ def _plot_curves(
     trainer's axes (``ylabel`` None: its score's; ``symlog``: where a panel's values pass 100
     in size, a y axis linear near 0 and logarithmic beyond, so diverging runs and stable
     ones show on one axis)."""
-    fig, axes = _pyplot().subplots(
+    fig, axes = pyplot().subplots(
         1, len(envs), figsize=(5.2 * len(envs), 3.8), dpi=110, squeeze=False
     )
     for ax, env in zip(axes[0], envs):
@@ -585,25 +576,23 @@ def _plot_curves(
     legend_inches = 0.25 * -(-len(legend) // 5) + 0.1  # rows of 5 entries
     fig.set_figheight(fig.get_figheight() + legend_inches)
     fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=5, fontsize=8)
-    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
-    save_figure(fig, path)
+    save_figure(fig, path, rect=(0, legend_inches / fig.get_figheight(), 1, 1))
 
 
 def _plot_intervals(intervals: dict[str, dict], xlabel: str, path: Path) -> None:
-    fig, ax = _pyplot().subplots(figsize=(6, 0.45 * len(intervals) + 1.2), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(6, 0.45 * len(intervals) + 1.2), dpi=110)
     for y, iv in enumerate(intervals.values()):
         ax.plot([iv["lower"], iv["upper"]], [y, y], color=f"C{y}", linewidth=6, alpha=0.5)
         ax.plot([iv["point"]], [y], "|", color="black", markersize=14)
     ax.set_yticks(range(len(intervals)), list(intervals))
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
     save_figure(fig, path)
 
 
 def _plot_profiles(profiles: dict[str, list], path: Path) -> None:
     """Each variant's performance profile, [tau, fraction, lower, upper] rows."""
-    fig, ax = _pyplot().subplots(figsize=(6, 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(6, 4), dpi=110)
     for i, (name, rows) in enumerate(profiles.items()):
         taus, values, lower, upper = np.array(rows).T
         ax.plot(taus, values, color=f"C{i}", label=name)
@@ -612,7 +601,6 @@ def _plot_profiles(profiles: dict[str, list], path: Path) -> None:
     ax.set_ylabel("fraction of runs with score > tau")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     save_figure(fig, path)
 
 

@@ -47,7 +47,7 @@ from dqnlm.lm.models import (
 from dqnlm.lm.qlearning import sequence_kl, update_loss
 from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
-from dqnlm.metrics import save_figure
+from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
 from dqnlm.run import Run, Trainer, unprefixed
 from dqnlm.seeding import seed_streams
@@ -483,27 +483,17 @@ class LMTrainer(Trainer):
 
 def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
     """Reward and KL per round, one panel each, from ``metrics.csv``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dqnlm.metrics import read_metrics
-
-    rows = read_metrics(Path(run_dir) / "metrics.csv")
-    rounds = np.array([float(r["step"]) for r in rows])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    rows = numeric_rows(Path(run_dir) / "metrics.csv", ("step", "reward", "kl"))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.6), dpi=110)
     for ax, key, label in zip(axes, ("reward", "kl"), ("mean reward", "KL to reference (nats)")):
-        values = np.array([float(r[key]) for r in rows])
+        rounds, values = series(rows, key)
         ax.plot(rounds, values, color="C0", alpha=0.35, linewidth=1)
         if len(values) >= 5:
             window = max(5, len(values) // 20)
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             ax.plot(rounds[window - 1 :], smooth, color="C0", linewidth=2)
-        ax.set_xlabel("round")
-        ax.set_ylabel(label)
+        ax.set(xlabel="round", ylabel=label)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{Path(run_dir).name}")
-    fig.tight_layout()
     out = Path(out) if out is not None else Path(run_dir) / "reward_kl.png"
     return save_figure(fig, out)
