@@ -19,8 +19,11 @@ def _label(domain: Domain, slot: str) -> str:
     return domain.slot(slot).label.replace("{", "{{").replace("}", "}}")
 
 
-def _act_text(act: str) -> str:
-    return act.replace("_", " ").capitalize() + "."
+def _act_templates(domain: Domain, given: dict) -> dict[str, list[str]]:
+    """A side's templates of the acts spoken without a slot; generic text fills the gaps."""
+    acts = given.get("acts", {})
+    generic = {a: a.replace("_", " ").capitalize() + "." for a in domain.acts}
+    return {a: acts.get(a) or [generic[a]] for a in domain.acts if a not in SLOT_ACTS}
 
 
 def user_templates(domain: Domain) -> dict:
@@ -36,11 +39,7 @@ def user_templates(domain: Domain) -> dict:
             s: request.get(s) or [f"What is the {_label(domain, s)}?"] for s in domain.slot_names
         },
         "dont_care": given.get("dont_care") or ["I do not care about the {slot}."],
-        "acts": {
-            a: given.get("acts", {}).get(a) or [_act_text(a)]
-            for a in domain.acts
-            if a not in SLOT_ACTS
-        },
+        "acts": _act_templates(domain, given),
     }
 
 
@@ -59,11 +58,7 @@ def agent_templates(domain: Domain) -> dict:
         },
         "booking": given.get("booking") or ["You are booked; your ticket is {value}."],
         "no_match": given.get("no_match") or ["Sorry, nothing matches your request."],
-        "acts": {
-            a: given.get("acts", {}).get(a) or [_act_text(a)]
-            for a in domain.acts
-            if a not in SLOT_ACTS
-        },
+        "acts": _act_templates(domain, given),
     }
 
 

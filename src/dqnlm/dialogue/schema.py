@@ -15,7 +15,7 @@ import difflib
 import json
 import stat
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -287,29 +287,11 @@ def _yaml_children(node) -> list:
 
 
 # ----------------------------------------------------------------------------- validation
-_TOP_KEYS = (
-    "name",
-    "description",
-    "acts",
-    "agent_acts",
-    "slots",
-    "ticket_slot",
-    "booking_slot",
-    "first_turn_slots",
-    "rule_agent_slots",
-    "generation",
-    "templates",
-)
-_SLOT_KEYS = ("label", "informable", "requestable", "in_kb", "values", "determined_by")
-_GENERATION_KEYS = (
-    "seed",
-    "kb_size",
-    "num_goals",
-    "test_fraction",
-    "required_constraints",
-    "extra_constraints",
-    "requests",
-)
+# a file's fields are the dataclasses' (a domain's source is where it was read, a slot's
+# name its key in ``slots``)
+_TOP_KEYS = tuple(f.name for f in fields(Domain) if f.name != "source")
+_SLOT_KEYS = tuple(f.name for f in fields(Slot) if f.name != "name")
+_GENERATION_KEYS = tuple(f.name for f in fields(Generation))
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
 _TEMPLATE_LAYOUT = {
     "user": {"inform": "slots", "request": "slots", "dont_care": "list", "acts": "acts"},
