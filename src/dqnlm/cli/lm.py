@@ -98,8 +98,7 @@ def add_lm_parser(sub) -> None:
     _common(p)
 
     p = lm.add_parser(
-        "explain",
-        help="write HTML colouring each generated token by its advantage Q(s,a) - V(s)",
+        "explain", help="write HTML colouring each generated token by its advantage Q(s,a) - V(s)"
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--prompt", required=True)

@@ -10,13 +10,7 @@ from dqnlm.core.losses import td_loss
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from dqnlm.core.schedules import constant, linear
 from dqnlm.core.target import TargetNetwork, hard_update, polyak_update
-from dqnlm.core.td import (
-    double_value,
-    greedy_value,
-    lambda_returns,
-    soft_value,
-    td_target,
-)
+from dqnlm.core.td import double_value, greedy_value, lambda_returns, soft_value, td_target
 
 __all__ = [
     "CheckpointError",

@@ -47,11 +47,7 @@ class DialogueEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"]}
 
-    def __init__(
-        self,
-        config: DialogueConfig | None = None,
-        render_mode: str | None = None,
-    ):
+    def __init__(self, config: DialogueConfig | None = None, render_mode: str | None = None):
         self.config = (config or DialogueConfig()).validate()
         if render_mode not in (None, "ansi"):
             raise DQNLMError(f"render_mode must be None or 'ansi', got {render_mode!r}")
