@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, text.encode())
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Put directory ``new`` at ``target``; an older ``target`` is swapped out, then removed."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A new folder to fill in the ``with`` block, which then replaces ``target`` (an older
+    one is swapped out, then removed); a failed block leaves ``target`` as it was."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    try:
+        yield tmp
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _sha256(data: bytes) -> str:
@@ -219,21 +226,19 @@ def load_checkpoint(directory: Path, with_arrays: bool = True) -> Checkpoint:
             )
         return data
 
+    data = verified(".safetensors")
     try:
-        tensors = safetensors.torch.load(verified(".safetensors"))
-    except CheckpointError:
-        raise
+        tensors = safetensors.torch.load(data)
     except Exception as e:  # safetensors raises its own error types on bad headers
         raise CheckpointError(
             f"{json_path.with_suffix('.safetensors')} is not valid safetensors: {e}"
         ) from None
     arrays = None
     if with_arrays and ".npz" in files:
+        data = verified(".npz")
         try:
-            with np.load(io.BytesIO(verified(".npz")), allow_pickle=False) as npz:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except CheckpointError:
-            raise
         except Exception as e:
             raise CheckpointError(
                 f"{json_path.with_suffix('.npz')} is not a valid array file: {e}"

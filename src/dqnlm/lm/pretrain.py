@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dqnlm.core.checkpoint import replace_dir
+from dqnlm.core.checkpoint import atomic_dir
 from dqnlm.errors import DQNLMError
 from dqnlm.lm.data import load_reviews, opening_words, split_reviews
 from dqnlm.lm.quiet import quiet_transformers
@@ -168,8 +166,7 @@ def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = T
             bar.set_postfix(loss=f"{train_loss:.3f}", held_ppl=f"{math.exp(held):.1f}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         with quiet_transformers():
             model.save_pretrained(tmp)  # safetensors
             tokenizer.save_pretrained(tmp)
@@ -185,8 +182,4 @@ def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = T
             "seconds": time.perf_counter() - started,
         }
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=1))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -11,15 +11,13 @@ training started from; see :mod:`dqnlm.lm.config` for why.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dqnlm.core.checkpoint import load_optimizer_state, optimizer_state, replace_dir
+from dqnlm.core.checkpoint import atomic_dir, load_optimizer_state, optimizer_state
 from dqnlm.core.precision import MasterWeights
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
@@ -468,17 +466,10 @@ class LMTrainer(Trainer):
 
     def save_model(self, out: Path) -> Path:
         """The tuned model as a Hugging Face directory (LoRA: the adapter), written atomically."""
-        out = Path(out)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
-            with quiet_transformers():
-                self.model.save_pretrained(tmp)
-                self.tokenizer.save_pretrained(tmp)
-            replace_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
+        with atomic_dir(Path(out)) as tmp, quiet_transformers():
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+        return Path(out)
 
 
 def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
