@@ -264,17 +264,13 @@ def collapses(cell: Cell, threshold: float | None, low: float) -> tuple[int, int
     return reached, fell
 
 
-def _interval(interval: stats.Interval) -> dict[str, float]:
-    return {"point": interval.point, "lower": interval.lower, "upper": interval.upper}
-
-
 def _ci(values: np.ndarray, aggregate: stats.Aggregate, reps: int = REPS) -> dict | None:
     """``aggregate`` of the finite per-seed ``values`` with its 95% bootstrap CI (None
     when there is none: no run was evaluated)."""
     values = values[np.isfinite(values)]
     if not values.size:
         return None
-    return _interval(stats.stratified_bootstrap_ci({"v": values[:, None]}, aggregate, reps)["v"])
+    return stats.stratified_bootstrap_ci({"v": values[:, None]}, aggregate, reps)["v"]._asdict()
 
 
 def _band(steps: np.ndarray, curves: np.ndarray | None) -> list[list[float]] | None:
@@ -334,14 +330,13 @@ def _across(results: dict, envs: list[str]) -> dict[str, dict]:
     for v in variants:
         improvement = None
         if v != baseline:
-            improvement = _interval(
-                stats.probability_of_improvement_ci(normalized[v], normalized[baseline], REPS)
-            )
+            poi = stats.probability_of_improvement_ci(normalized[v], normalized[baseline], REPS)
+            improvement = poi._asdict()
         p = profiles[v]
         across[v] = {
             "envs": envs,
             "runs": n,
-            **{name: _interval(ci[v]) for name, ci in cis.items()},
+            **{name: ci[v]._asdict() for name, ci in cis.items()},
             f"p_improvement_over_{baseline}": improvement,
             "profile": np.stack([TAUS, p.values, p.lower, p.upper], axis=1).tolist(),
         }

@@ -146,12 +146,10 @@ def _resolve_env(
     """An env's sweep.json entry: its trainer, the trainer's record of the env table (the
     control env's bounds), and one config per variant: table over [base] over preset."""
     where = f"[envs.{name}]"
-    trainer = env.get("trainer", "control")
-    if trainer not in TRAINERS:
-        raise ConfigError(
-            f"{where}: unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}"
-        )
-    kind = TRAINERS[trainer]
+    try:
+        kind = trainer_of(env)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     fields = {k: v for k, v in env.items() if k not in (*kind.table_keys, "trainer")}
     try:
         config = replace(kind.start(env), base, source="[base]")
@@ -169,7 +167,7 @@ def _resolve_env(
             configs[variant] = dataclasses.asdict(kind.finish(resolved))
         except ConfigError as e:
             raise ConfigError(f"{here}: {e}") from None
-    return {"trainer": trainer, **record, "configs": configs}
+    return {"trainer": kind.name, **record, "configs": configs}
 
 
 def _conflict(old: dict[str, Any], new: dict[str, Any], out: Path) -> str | None:
