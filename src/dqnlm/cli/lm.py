@@ -78,7 +78,6 @@ def add_lm_parser(sub) -> None:
     common.add_train_arguments(p, "lm-<name>", TRUST, threads=None)
 
     p = lm.add_parser("eval", help="score a run on held-out prompts")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument(
         "--prompts",
         default="imdb-held-out",
@@ -89,7 +88,6 @@ def add_lm_parser(sub) -> None:
     _common(p)
 
     p = lm.add_parser("generate", help="sample completions of a prompt from a run")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--prompt", required=True)
     p.add_argument(
         "--n", type=int, default=3, help=f"completions (default 3, at most {MAX_COMPLETIONS})"
@@ -100,7 +98,6 @@ def add_lm_parser(sub) -> None:
     p = lm.add_parser(
         "explain", help="write HTML colouring each generated token by its advantage Q(s,a) - V(s)"
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--prompt", required=True)
     p.add_argument("--out", type=Path, required=True, metavar="FILE.html")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's evaluation seed)")
@@ -111,7 +108,8 @@ MAX_COMPLETIONS = 10_000  # more than anyone reads from a terminal
 
 
 def _common(p) -> None:
-    """The options of the commands that load a trained run."""
+    """RUN_DIR and the options of the commands that load a trained run."""
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     common.add_threads_argument(p, None)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -193,8 +191,7 @@ def cmd_eval(args) -> int:
     common.set_threads(args.threads)
     if args.n < 1:
         raise DQNLMError(f"--n must be >= 1, got {args.n}")
-    data = _lm_import("data")
-    prompts = data.load_prompts(args.prompts)  # bad files fail before the model loads
+    prompts = _lm_import("data").load_prompts(args.prompts)  # bad files fail before the model loads
     evaluate = _lm_import("evaluate")
     trainer = _load(args)
     result = evaluate.evaluate(trainer, prompts, args.n, progress=not args.no_progress)
@@ -217,30 +214,28 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _check_prompt_given(prompt: str) -> None:
-    if not prompt.strip():
+def _prompt_run(args):
+    """The evaluate module and the trained run of a ``--prompt`` command, the prompt checked
+    (a note says when only its last prompt_tokens are used)."""
+    common.check_seed_flag(args.seed)
+    if not args.prompt.strip():
         raise DQNLMError("--prompt must not be empty")
-
-
-def _check_prompt(trainer, prompt: str) -> None:
-    n = len(trainer.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    evaluate, trainer = _lm_import("evaluate"), _load(args)
+    n = len(trainer.tokenizer(args.prompt, add_special_tokens=False)["input_ids"])
     if n > trainer.config.prompt_tokens:
         print(
             f"note: the prompt has {n} tokens; only its last {trainer.config.prompt_tokens} "
             "(the run's prompt_tokens) are used",
             file=sys.stderr,
         )
+    return evaluate, trainer
 
 
 def cmd_generate(args) -> int:
     common.set_threads(args.threads)
     if not 1 <= args.n <= MAX_COMPLETIONS:
         raise DQNLMError(f"--n must be in [1, {MAX_COMPLETIONS}], got {args.n}")
-    common.check_seed_flag(args.seed)
-    _check_prompt_given(args.prompt)
-    evaluate = _lm_import("evaluate")
-    trainer = _load(args)
-    _check_prompt(trainer, args.prompt)
+    evaluate, trainer = _prompt_run(args)
     texts, rewards, _ = evaluate.generate_texts(trainer, args.prompt, args.n, args.seed)
     for text, reward in zip(texts, rewards):
         print(f"[{reward:+.3f}] {args.prompt}{'' if text[:1].isspace() else ' '}{text}")
@@ -253,11 +248,7 @@ def cmd_explain(args) -> int:
         raise DQNLMError(f"--out must be an .html file, got {args.out}")
     if not args.out.parent.is_dir():
         raise DQNLMError(f"folder {args.out.parent} for --out does not exist")
-    common.check_seed_flag(args.seed)
-    _check_prompt_given(args.prompt)
-    evaluate = _lm_import("evaluate")
-    trainer = _load(args)
-    _check_prompt(trainer, args.prompt)
+    evaluate, trainer = _prompt_run(args)
     from dqnlm.core.checkpoint import atomic_write_text
 
     atomic_write_text(args.out, evaluate.explain_html(trainer, args.prompt, seed=args.seed))
