@@ -109,15 +109,10 @@ def _load_agent(args, **env_overrides):
         return config, RuleAgent(load_domain(domain)), seed
     if args.domain is not None:
         env_overrides["domain"] = args.domain
-    run_config, policy = load_policy(
-        args.agent, trust_code=args.trust_code, **_run_fields(env_overrides)
-    )
+    run_fields = {k: v for k, v in env_overrides.items() if k != "split"}
+    run_config, policy = load_policy(args.agent, trust_code=args.trust_code, **run_fields)
     seed = seed_streams(run_config.seed).test if args.seed is None else args.seed
     return run_config.env_config(env_overrides.get("split", "train")), policy, seed
-
-
-def _run_fields(env_overrides: dict) -> dict:
-    return {k: v for k, v in env_overrides.items() if k != "split"}
 
 
 def _env_overrides(args) -> dict:
@@ -229,7 +224,7 @@ def _pairs(values: dict) -> str:
 
 
 def cmd_chat(args) -> int:
-    from dqnlm.dialogue import NLG, NLU, StateTracker, build_world, load_domain
+    from dqnlm.dialogue import NLG, NLU, Act, StateTracker, build_world, load_domain
 
     common.check_seed_flag(args.seed)
     config, agent, _ = _load_agent(args)
@@ -238,6 +233,7 @@ def cmd_chat(args) -> int:
     tracker = StateTracker(domain, world.kb, config.max_turns)
     nlu, nlg = NLU(domain), NLG(domain)
     example = world.goals("test")[args.seed % len(world.goals("test"))]
+    opening = Act("inform", dict(list(example.constraints.items())[:2]))  # a way to start
     print(f"You are the user of a {domain.name} booking agent. Type what you want in plain words.")
     print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
     print("Ctrl-D ends the chat.\n")
@@ -254,7 +250,7 @@ def cmd_chat(args) -> int:
         if act.intent == "unknown" and not act.inform and not act.request:
             print(
                 "agent: Sorry, I did not understand that. You can tell me what you want, "
-                f"for example: {nlg.user(_opening(example), variant)}"
+                f"for example: {nlg.user(opening, variant)}"
             )
             continue
         if started:
@@ -273,13 +269,6 @@ def cmd_chat(args) -> int:
         if tracker.turn >= config.max_turns - 1:
             print(f"(the dialogue reached its {config.max_turns}-utterance limit)")
             return 0
-
-
-def _opening(goal):
-    from dqnlm.dialogue import Act
-
-    first = dict(list(goal.constraints.items())[:2])
-    return Act("inform", first)
 
 
 DIALOGUE_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "show": cmd_show, "chat": cmd_chat}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from dqnlm.config_io import Checks
 
@@ -132,14 +132,9 @@ class DialogueDQNConfig:
     """cpu, cuda or auto (small MLPs run fastest on the CPU)."""
 
     def env_config(self, split: str = "train") -> DialogueConfig:
-        return DialogueConfig(
-            self.domain,
-            split,
-            self.max_turns,
-            self.slot_error_rate,
-            self.intent_error_rate,
-            self.text_level,
-        )
+        """The environment of this run on ``split`` goals: every other field is the run's."""
+        names = [f.name for f in fields(DialogueConfig) if f.name != "split"]
+        return DialogueConfig(split=split, **{name: getattr(self, name) for name in names})
 
     @property
     def total_dialogues(self) -> int:
