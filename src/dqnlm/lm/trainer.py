@@ -67,6 +67,8 @@ COLUMNS = (
 class SequenceReplay:
     """Fixed-width token sequences with their action masks and per-token rewards."""
 
+    FIELDS = ("tokens", "attention", "actions", "rewards")
+
     def __init__(self, capacity: int, width: int, seed: int = 0) -> None:
         self.tokens = torch.zeros(capacity, width, dtype=torch.long)
         self.attention = torch.zeros(capacity, width, dtype=torch.long)
@@ -85,17 +87,14 @@ class SequenceReplay:
 
     def sample(self, n: int) -> tuple[torch.Tensor, ...]:
         idx = torch.from_numpy(self.rng.integers(0, self.size, size=n))
-        return self.tokens[idx], self.attention[idx], self.actions[idx], self.rewards[idx]
+        return tuple(getattr(self, k)[idx] for k in self.FIELDS)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        arrays = {
-            k: getattr(self, k).numpy() for k in ("tokens", "attention", "actions", "rewards")
-        }
-        arrays["counters"] = np.array([self.pos, self.size])
-        return arrays
+        arrays = {k: getattr(self, k).numpy() for k in self.FIELDS}
+        return {**arrays, "counters": np.array([self.pos, self.size])}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        for key in ("tokens", "attention", "actions", "rewards"):
+        for key in self.FIELDS:
             getattr(self, key).copy_(torch.from_numpy(arrays[key]))
         self.pos, self.size = (int(v) for v in arrays["counters"])
 
