@@ -12,7 +12,7 @@ to a :class:`Run` opened around its loop::
             run.log(step, loss=loss)              # metrics.csv + TensorBoard
             run.advance(n, ret="...")             # progress bar
             if run.due(before, now, interval):
-                self.save_checkpoint()
+                run.checkpoint()                  # Trainer.save_checkpoint
             run.safe_point()                      # a held Ctrl-C / SIGTERM stops here
         run.finish(result)                        # eval.json
 

@@ -233,11 +233,7 @@ def performance_profile(
 
 
 def probability_of_improvement_ci(
-    x: ArrayLike,
-    y: ArrayLike,
-    reps: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
+    x: ArrayLike, y: ArrayLike, reps: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
     """P(X > Y) with a percentile CI, resampling x and y runs independently within each task."""
     _check_bootstrap(reps, confidence)
