@@ -228,7 +228,7 @@ def _check_env_entry(name: str, info: Any, variants: dict):
     try:
         kind = trainer_of(info)
         kind.check_record(info)
-    except ValueError as e:
+    except (ValueError, ConfigError) as e:
         raise ValueError(f"envs.{name}: {e}") from None
     configs = info.get("configs")
     if not isinstance(configs, dict) or set(configs) != set(variants):

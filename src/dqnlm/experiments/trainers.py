@@ -83,7 +83,7 @@ class TrainerKind:
     record: Callable[[dict, Any], dict] = _no_record
     """Fields of the env's sweep.json entry beside its configs (env table, env config)."""
     check_record: Callable[[Entry], None] = _check_nothing
-    """Those fields as read back from sweep.json: ValueError when malformed."""
+    """Those fields, as made or read back from sweep.json: ConfigError when malformed."""
     finish: Callable[[Any], Any] = _validate
     """The last step of each variant's config: validate (and resolve paths)."""
 
@@ -136,24 +136,23 @@ def _control_record(table: dict, config: Any) -> dict:
     must reach before it can collapse (default: the preset's mark)."""
     from dqnlm.control.presets import get_preset
 
-    for key in ("low", "high", "threshold"):
-        if table.get(key) is not None and not _is_number(table[key]):
-            raise ConfigError(f"{key} must be a number, got {table[key]!r}")
     mark = get_preset(table["preset"]).mark if "preset" in table else None
     threshold = table.get("threshold", mark)
     high, low = table.get("high", threshold), table.get("low")
+    record = {"env_id": config.env_id, "low": low, "high": high, "threshold": threshold}
+    _control_check_record(record)
     if high is not None and low is not None and high <= low:
         raise ConfigError(f"high must exceed low, got low {low}, high {high}")
-    return {"env_id": config.env_id, "low": low, "high": high, "threshold": threshold}
+    return record
 
 
 def _control_check_record(info: Entry) -> None:
     if not isinstance(info.get("env_id"), str):
-        raise ValueError("needs an env_id string")
+        raise ConfigError("needs an env_id string")
     for key in ("low", "high", "threshold"):
         value = info.get(key)
         if value is not None and not (_is_number(value) and math.isfinite(value)):
-            raise ValueError(f"{key} must be a finite number or null, got {value!r}")
+            raise ConfigError(f"{key} must be a finite number or null, got {value!r}")
 
 
 def _control_env_ids(info: Entry) -> list[tuple[str, Any]]:
