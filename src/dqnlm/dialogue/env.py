@@ -94,9 +94,8 @@ class DialogueEnv(gym.Env):
         self.turns.append(Turn("agent", act, self.nlg.agent(act, len(self.turns))))
         self.tracker.observe_user(self._hear(reply))
         limit = self.config.max_turns
-        reward = {None: -1.0, "success": 2.0 * limit, "failure": -1.0 * limit}[
-            self.simulator.outcome
-        ]
+        rewards = {None: -1.0, "success": 2.0 * limit, "failure": -1.0 * limit}
+        reward = rewards[self.simulator.outcome]
         return self.tracker.state(), reward, self.simulator.done, False, self._info()
 
     def _hear(self, act: Act) -> Act:

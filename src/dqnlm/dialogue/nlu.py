@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 from dqnlm.dialogue.acts import DONT_CARE, UNKNOWN, Act
 from dqnlm.dialogue.nlg import user_templates
@@ -97,29 +98,24 @@ class NLU:
         requests: dict[str, int] = {}
         intents: list[tuple[int, str]] = []
 
-        def claim(match: re.Match) -> bool:
-            if any(covered[match.start() : match.end()]):
-                return False
-            covered[match.start() : match.end()] = [True] * (match.end() - match.start())
-            return True
+        def claimed(pattern: re.Pattern) -> Iterator[re.Match]:
+            """Matches over text no earlier template covered; each covers its text."""
+            for m in pattern.finditer(text):
+                if not any(covered[m.start() : m.end()]):
+                    covered[m.start() : m.end()] = [True] * (m.end() - m.start())
+                    yield m
 
         for pattern in self._dont_care:
-            for m in pattern.finditer(text):
-                if claim(m):
-                    inform.setdefault(self._labels[m.group("slot")], (m.start(), DONT_CARE))
+            for m in claimed(pattern):
+                inform.setdefault(self._labels[m.group("slot")], (m.start(), DONT_CARE))
         for slot, pattern in self._informs:
-            for m in pattern.finditer(text):
-                if claim(m):
-                    value = self._canonical[slot][m.group("value")]
-                    inform.setdefault(slot, (m.start(), value))
+            for m in claimed(pattern):
+                inform.setdefault(slot, (m.start(), self._canonical[slot][m.group("value")]))
         for slot, pattern in self._requests:
-            for m in pattern.finditer(text):
-                if claim(m):
-                    requests.setdefault(slot, m.start())
+            for m in claimed(pattern):
+                requests.setdefault(slot, m.start())
         for act, pattern in self._acts:
-            for m in pattern.finditer(text):
-                if claim(m):
-                    intents.append((m.start(), act))
+            intents += [(m.start(), act) for m in claimed(pattern)]
 
         rest = "".join(c if not done else " " for c, done in zip(text, covered))
         if self._values is not None:
