@@ -73,46 +73,42 @@ def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
     What would import a module (an ``env_id`` ``module:Env``, a reward ``module:function``)
     needs ``trust_code``."""
     raw = load_toml(path)
-    unknown = set(raw) - {"seeds", "base", "envs", "variants", "early_stop"}
-    if unknown:
-        raise ConfigError(f"sweep file {path}: unknown top-level keys {sorted(unknown)}")
-    seeds = _seeds(raw.get("seeds", 10), path)
-    tables = {key: raw.get(key, {}) for key in ("base", "envs", "variants")}
-    for key, table in tables.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"sweep file {path}: {key} must be a table, got {table!r}")
-        if key != "base":
-            for name, entry in table.items():
-                if not isinstance(entry, dict):
-                    raise ConfigError(f"sweep file {path}: [{key}.{name}] must be a table")
-                if not NAME.fullmatch(name):
-                    raise ConfigError(
-                        f"sweep file {path}: [{key}.{name}]: names may hold letters, digits "
-                        "and . _ + - only (they become directory names)"
-                    )
-    if not tables["envs"] or not tables["variants"]:
-        raise ConfigError(
-            f"sweep file {path}: needs at least one [envs.NAME] and one [variants.NAME]"
-        )
-    grid = len(tables["envs"]) * len(tables["variants"]) * len(seeds)
-    if grid > MAX_RUNS:
-        raise ConfigError(
-            f"sweep file {path}: {len(tables['envs'])} envs x {len(tables['variants'])} variants "
-            f"x {len(seeds)} seeds = {grid:,} runs; a sweep holds at most {MAX_RUNS:,}"
-        )
-    early_stop = raw.get("early_stop", False)
-    if not isinstance(early_stop, bool):
-        raise ConfigError(
-            f"sweep file {path}: early_stop must be true or false, got {early_stop!r}"
-        )
-    spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
-    for name, env in tables["envs"].items():
-        try:
+    try:
+        unknown = set(raw) - {"seeds", "base", "envs", "variants", "early_stop"}
+        if unknown:
+            raise ConfigError(f"unknown top-level keys {sorted(unknown)}")
+        seeds = _seeds(raw.get("seeds", 10))
+        tables = {key: raw.get(key, {}) for key in ("base", "envs", "variants")}
+        for key, table in tables.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{key} must be a table, got {table!r}")
+            if key != "base":
+                for name, entry in table.items():
+                    if not isinstance(entry, dict):
+                        raise ConfigError(f"[{key}.{name}] must be a table")
+                    if not NAME.fullmatch(name):
+                        raise ConfigError(
+                            f"[{key}.{name}]: names may hold letters, digits and . _ + - only "
+                            "(they become directory names)"
+                        )
+        if not tables["envs"] or not tables["variants"]:
+            raise ConfigError("needs at least one [envs.NAME] and one [variants.NAME]")
+        grid = len(tables["envs"]) * len(tables["variants"]) * len(seeds)
+        if grid > MAX_RUNS:
+            raise ConfigError(
+                f"{len(tables['envs'])} envs x {len(tables['variants'])} variants x "
+                f"{len(seeds)} seeds = {grid:,} runs; a sweep holds at most {MAX_RUNS:,}"
+            )
+        early_stop = raw.get("early_stop", False)
+        if not isinstance(early_stop, bool):
+            raise ConfigError(f"early_stop must be true or false, got {early_stop!r}")
+        spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
+        for name, env in tables["envs"].items():
             entry = _resolve_env(name, env, spec["base"], spec["variants"], early_stop)
-        except ConfigError as e:
-            raise ConfigError(f"sweep file {path}: {e}") from None
-        trainer_of(entry).check_file(entry, f"[envs.{name}]", f"sweep file {path}", trust_code)
-        spec["envs"][name] = entry
+            trainer_of(entry).check_file(entry, f"[envs.{name}]", f"sweep file {path}", trust_code)
+            spec["envs"][name] = entry
+    except ConfigError as e:
+        raise ConfigError(f"sweep file {path}: {e}") from None
     return json.loads(json.dumps(spec))  # plain JSON values, as saved in sweep.json
 
 
@@ -120,23 +116,20 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _seeds(seeds: Any, path: str | Path) -> list[int]:
-    """The seed list of a sweep file's ``seeds`` (a count or a list), each a valid seed."""
+def _seeds(seeds: Any) -> list[int]:
+    """The seed list of a sweep's ``seeds`` (a count or a list), each a valid seed."""
     if _is_int(seeds) and 0 < seeds <= MAX_RUNS:
         return list(range(seeds))
     if _is_int(seeds) and seeds > MAX_RUNS:
         raise ConfigError(
-            f"sweep file {path}: seeds = {seeds:,} runs per cell; a sweep holds at most "
-            f"{MAX_RUNS:,} runs"
+            f"seeds = {seeds:,} runs per cell; a sweep holds at most {MAX_RUNS:,} runs"
         )
     if not (isinstance(seeds, list) and seeds):
-        raise ConfigError(
-            f"sweep file {path}: seeds must be a positive count or a list of ints, got {seeds!r}"
-        )
+        raise ConfigError(f"seeds must be a positive count or a list of ints, got {seeds!r}")
     for i, seed in enumerate(seeds):
-        check_seed(seed, f"sweep file {path}: seeds[{i}]")
+        check_seed(seed, f"seeds[{i}]")
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"sweep file {path}: seeds repeat: {seeds}")
+        raise ConfigError(f"seeds repeat: {seeds}")
     return seeds
 
 
@@ -203,7 +196,7 @@ def read_spec(out: Path, trust_code: bool = False) -> dict[str, Any]:
         spec = loads_finite(path.read_text())
         if not isinstance(spec, dict) or not {"seeds", "envs", "variants"} <= spec.keys():
             raise ValueError("it needs an object with seeds, envs and variants")
-        _seeds(spec["seeds"], path)
+        _seeds(spec["seeds"])
         for key in ("envs", "variants"):
             if not isinstance(spec[key], dict) or not spec[key]:
                 raise ValueError(f"{key} must be a non-empty object")
