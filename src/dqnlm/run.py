@@ -177,6 +177,17 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def generator_states(**generators: np.random.Generator) -> dict[str, dict]:
+    """numpy generators' states by name, for a checkpoint's metadata."""
+    return {name: generator.bit_generator.state for name, generator in generators.items()}
+
+
+def restore_generators(states: dict[str, dict], **generators: np.random.Generator) -> None:
+    """Inverse of :func:`generator_states`."""
+    for name, generator in generators.items():
+        generator.bit_generator.state = states[name]
+
+
 class _HeldSignals:
     """Ctrl-C and SIGTERM, held back to the trainer's next safe point (where a checkpoint
     is consistent). A second signal interrupts at once. Handlers exist only in the main

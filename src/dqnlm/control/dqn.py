@@ -26,7 +26,7 @@ from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.resources import check_fits
-from dqnlm.run import Run, Trainer, unprefixed
+from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_module_reference
 
@@ -222,20 +222,13 @@ class DQN(Trainer):
                     )
                 if run.due(before, now, cfg.eval_interval) and now < cfg.total_steps:
                     result = self.evaluate(cfg.eval_episodes, self.seeds.validation)
-                    run.log(
-                        now,
-                        eval_return=result["mean_return"],
-                        q_overestimation=result["q_overestimation"],
-                    )
+                    run.log(now, **_eval_columns(result))
                     run.advance(0, eval=f"{result['mean_return']:.1f}")
                     if cfg.keep_best and result["mean_return"] > self.best_return:
                         self.best_return = result["mean_return"]
                         self.best_weights = _copy(self.q_net.state_dict())
-                    if (
-                        cfg.stop_at_return is not None
-                        and result["mean_return"] >= cfg.stop_at_return
-                    ):
-                        self.stopped_early = True
+                    stop = cfg.stop_at_return  # the loop runs while stopped_early is False
+                    self.stopped_early = stop is not None and result["mean_return"] >= stop
                 if run.due(before, now, cfg.checkpoint_interval) and now < cfg.total_steps:
                     run.checkpoint()
                 run.safe_point()
@@ -244,11 +237,7 @@ class DQN(Trainer):
             final = self.evaluate(cfg.final_eval_episodes)
             final["step"], final["stopped_early"] = self.global_step, self.stopped_early
             final["kept_best"] = bool(kept_best)  # the final weights are an earlier best
-            run.log(
-                self.global_step,
-                eval_return=final["mean_return"],
-                q_overestimation=final["q_overestimation"],
-            )
+            run.log(self.global_step, **_eval_columns(final))
             # eval.json first: a kill between the two resumes from the previous
             # checkpoint, never from a finished one whose final row is already logged
             run.finish(final)
@@ -292,10 +281,7 @@ class DQN(Trainer):
             "stopped_early": self.stopped_early,
             "best_return": self.best_return if self.best_weights is not None else None,
             "optimizer": opt_meta,
-            "rng": {
-                "explore": self.rng.bit_generator.state,
-                "replay": self.replay.rng.bit_generator.state,
-            },
+            "rng": generator_states(explore=self.rng, replay=self.replay.rng),
         }
         return tensors, meta, self.replay.state_dict() if self.config.save_replay else None
 
@@ -303,8 +289,7 @@ class DQN(Trainer):
         self.q_net.load_state_dict(unprefixed(tensors, "q_net."))
         self.target.load_state_dict(unprefixed(tensors, "target."))
         load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
-        self.rng.bit_generator.state = meta["rng"]["explore"]
-        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
+        restore_generators(meta["rng"], explore=self.rng, replay=self.replay.rng)
         if arrays is not None:
             self.replay.load_state_dict(arrays)
         self.global_step = int(meta["step"])
@@ -334,6 +319,11 @@ def estimate_bytes(cfg: DQNConfig, obs_dim: int, n_actions: int) -> int:
     networks = 5 * 4 * params  # online, target, gradient, two Adam moments (float32)
     activations = 4 * 4 * max(cfg.batch_size, 32) * max(widths)  # forward + backward, 2 nets
     return replay + networks + activations
+
+
+def _eval_columns(result: dict) -> dict[str, float]:
+    """An evaluation's values in metrics.csv."""
+    return {"eval_return": result["mean_return"], "q_overestimation": result["q_overestimation"]}
 
 
 def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -44,7 +44,7 @@ from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError
 from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
 from dqnlm.resources import check_fits
-from dqnlm.run import Run, Trainer, unprefixed
+from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
@@ -313,11 +313,7 @@ class DialogueDQN(Trainer):
             "num_updates": self.num_updates,
             "best_success": self.best_success,
             "optimizer": opt_meta,
-            "rng": {
-                "explore": self.rng.bit_generator.state,
-                "goals": self.goals.bit_generator.state,
-                "replay": self.replay.rng.bit_generator.state,
-            },
+            "rng": generator_states(explore=self.rng, goals=self.goals, replay=self.replay.rng),
         }
         return tensors, meta, self.replay.state_dict()
 
@@ -326,9 +322,7 @@ class DialogueDQN(Trainer):
         self.target.load_state_dict(unprefixed(tensors, "target."))
         self.best_state = unprefixed(tensors, "best.") or None
         load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
-        self.rng.bit_generator.state = meta["rng"]["explore"]
-        self.goals.bit_generator.state = meta["rng"]["goals"]
-        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
+        restore_generators(meta["rng"], explore=self.rng, goals=self.goals, replay=self.replay.rng)
         self.replay.load_state_dict(arrays)
         self.dialogues = int(meta["step"])
         for name in ("epoch", "turns", "num_updates"):

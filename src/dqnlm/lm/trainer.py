@@ -47,7 +47,7 @@ from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
 from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
-from dqnlm.run import Run, Trainer, unprefixed
+from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
 
@@ -429,10 +429,7 @@ class LMTrainer(Trainer):
             "model_source": self.model_source,
             "num_updates": self.num_updates,
             "optimizer": opt_meta,
-            "rng": {
-                "prompts": self.rng.bit_generator.state,
-                "replay": self.replay.rng.bit_generator.state,
-            },
+            "rng": generator_states(prompts=self.rng, replay=self.replay.rng),
         }
         return tensors, meta, self.replay.state_dict()
 
@@ -443,8 +440,7 @@ class LMTrainer(Trainer):
         self.weights.master_to_model()
         self.target.load_state_dict(unprefixed(tensors, "target."))
         load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
-        self.rng.bit_generator.state = meta["rng"]["prompts"]
-        self.replay.rng.bit_generator.state = meta["rng"]["replay"]
+        restore_generators(meta["rng"], prompts=self.rng, replay=self.replay.rng)
         if arrays is not None:
             self.replay.load_state_dict(arrays)
         self.round = int(meta["step"])
