@@ -87,6 +87,12 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def check_episodes(episodes: int | None, most: int) -> None:
+    """``--episodes``, when given, must be in [1, most]."""
+    if episodes is not None and not 1 <= episodes <= most:
+        raise DQNLMError(f"--episodes must be in [1, {most:,}], got {episodes:,}")
+
+
 def check_seed_flag(seed: int | None) -> None:
     """``--seed``, when given, must be a valid seed."""
     if seed is not None:

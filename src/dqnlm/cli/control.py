@@ -111,10 +111,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from dqnlm.control import DQN
 
-    if not 1 <= args.episodes <= LIMITS["final_eval_episodes"]:
-        raise DQNLMError(
-            f"--episodes must be in [1, {LIMITS['final_eval_episodes']:,}], got {args.episodes:,}"
-        )
+    common.check_episodes(args.episodes, LIMITS["final_eval_episodes"])
     if args.seed is not None:  # episode i plays seed + i
         check_seed(args.seed, "--seed")
         check_seed(args.seed + args.episodes - 1, "--seed plus --episodes - 1")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from dqnlm.cli import common
 from dqnlm.dialogue.config import RULE_EVAL_SEED
-from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
 from dqnlm.seeding import seed_streams
 
@@ -171,16 +170,11 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _check_episodes(episodes: int | None, most: int) -> None:
-    if episodes is not None and not 1 <= episodes <= most:
-        raise DQNLMError(f"--episodes must be in [1, {most:,}], got {episodes:,}")
-
-
 def cmd_eval(args) -> int:
     from dqnlm.dialogue import DialogueEnv, evaluate
 
     common.check_seed_flag(args.seed)
-    _check_episodes(args.episodes, MAX_EVAL_EPISODES)
+    common.check_episodes(args.episodes, MAX_EVAL_EPISODES)
     config, agent, seed = _load_agent(args, **_env_overrides(args))
     result = evaluate(DialogueEnv(config), agent, seed=seed, episodes=args.episodes)
     if args.json:
@@ -199,7 +193,7 @@ def cmd_show(args) -> int:
     from dqnlm.dialogue import DialogueEnv
 
     common.check_seed_flag(args.seed)
-    _check_episodes(args.episodes, MAX_SHOW_EPISODES)
+    common.check_episodes(args.episodes, MAX_SHOW_EPISODES)
     config, agent, seed = _load_agent(args, **_env_overrides(args))
     env = DialogueEnv(config, render_mode="ansi")
     for i in range(args.episodes):
