@@ -31,18 +31,6 @@ def _import(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _no_record(table: dict, config: Any) -> dict:
-    return {}
-
-
-def _check_nothing(*args: Any) -> None:
-    return None
-
-
-def _validate(config: Any) -> Any:
-    return config.validate()
-
-
 @dataclass(frozen=True)
 class TrainerKind:
     """One trainer as a sweep sees it. Hooks get the env's ``[envs.NAME]`` label as
@@ -80,11 +68,11 @@ class TrainerKind:
     """Keys of ``[envs.NAME]`` besides ``trainer`` that are not config fields."""
     early_stop: str | None = None
     """The config field that stops a run early; set to None unless ``early_stop = true``."""
-    record: Callable[[dict, Any], dict] = _no_record
+    record: Callable[[dict, Any], dict] = lambda table, config: {}
     """Fields of the env's sweep.json entry beside its configs (env table, env config)."""
-    check_record: Callable[[Entry], None] = _check_nothing
+    check_record: Callable[[Entry], None] = lambda info: None
     """Those fields, as made or read back from sweep.json: ConfigError when malformed."""
-    finish: Callable[[Any], Any] = _validate
+    finish: Callable[[Any], Any] = lambda config: config.validate()
     """The last step of each variant's config: validate (and resolve paths)."""
 
     def config(self, values: dict[str, Any], source: str) -> Any:
@@ -265,7 +253,7 @@ TRAINERS: dict[str, TrainerKind] = {
         config_ref="dqnlm.dialogue.config:DialogueDQNConfig",
         trainer_ref="dqnlm.dialogue.dqn:DialogueDQN",
         start=_dialogue_start,
-        check_file=_check_nothing,  # a schema file is data: it imports nothing
+        check_file=lambda *args: None,  # a schema file is data: it imports nothing
         trusted=_dialogue_trusted,
         check_runnable=_dialogue_check_runnable,
         curve="eval_success",
@@ -280,7 +268,7 @@ TRAINERS: dict[str, TrainerKind] = {
         start=_lm_start,
         check_file=_lm_check_file,
         trusted=_lm_trusted,
-        check_runnable=_check_nothing,  # validated already; loading a model is a run's work
+        check_runnable=lambda configs: None,  # validated already; loading a model is a run's work
         curve="reward",
         final="reward",
         extras=("kl", "distinct_2"),
