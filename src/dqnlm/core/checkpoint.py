@@ -137,8 +137,17 @@ def save_checkpoint(
     directory = Path(directory)
     stem = f"step-{step:010d}"
     json_path = directory / f"{stem}.json"
+    blobs = {
+        ".safetensors": safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
+    }
+    if arrays is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        blobs[".npz"] = buffer.getvalue()
+    files = {k: {"name": stem + k, "sha256": _sha256(data)} for k, data in blobs.items()}
+    record = {"format": FORMAT_VERSION, "step": step, "files": files, "meta": meta}
     try:
-        _canonical(meta)
+        record["sha256"] = record_digest(record)
     except ValueError:
         raise CheckpointError(
             f"checkpoint {json_path} not written: its metadata holds a non-finite number "
@@ -147,7 +156,10 @@ def save_checkpoint(
     existed = json_path.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _write(directory, stem, step, tensors, meta, arrays)
+        for suffix, data in blobs.items():
+            atomic_write(directory / (stem + suffix), data)
+        atomic_write_text(json_path, json.dumps(record, indent=1))
+        atomic_write_text(directory / LATEST, json.dumps({"checkpoint": json_path.name}))
     except OSError as e:
         if not existed:  # drop this step's partial files; the previous checkpoint is untouched
             for suffix in (".json", ".safetensors", ".npz"):
@@ -160,31 +172,6 @@ def save_checkpoint(
         ) from None
     _prune(directory, keep)
     return json_path
-
-
-def _write(
-    directory: Path,
-    stem: str,
-    step: int,
-    tensors: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-    arrays: dict[str, np.ndarray] | None,
-) -> None:
-    blobs = {
-        ".safetensors": safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
-    }
-    if arrays is not None:
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        blobs[".npz"] = buffer.getvalue()
-    files = {}
-    for suffix, data in blobs.items():
-        atomic_write(directory / (stem + suffix), data)
-        files[suffix] = {"name": stem + suffix, "sha256": _sha256(data)}
-    record = {"format": FORMAT_VERSION, "step": step, "files": files, "meta": meta}
-    record["sha256"] = record_digest(record)
-    atomic_write_text(directory / f"{stem}.json", json.dumps(record, indent=1))
-    atomic_write_text(directory / LATEST, json.dumps({"checkpoint": f"{stem}.json"}))
 
 
 def _prune(directory: Path, keep: int) -> None:
