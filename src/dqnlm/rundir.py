@@ -174,11 +174,8 @@ def training_run(
                 f"no checkpoint yet in {run_dir}: restarting from its config.toml", file=sys.stderr
             )
         elif holds_run(run_dir) and not overwrite:
-            what = (
-                "already holds a run"
-                if has_checkpoint(run_dir)
-                else "holds a run that stopped before its first checkpoint"
-            )
+            stopped = "holds a run that stopped before its first checkpoint"
+            what = "already holds a run" if has_checkpoint(run_dir) else stopped
             raise RunDirError(
                 f"run directory {run_dir} {what}; use --resume {run_dir}, --overwrite, "
                 "or another --run-dir"

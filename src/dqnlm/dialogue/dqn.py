@@ -205,7 +205,7 @@ class DialogueDQN(Trainer):
                     run.advance(1)
                     run.safe_point()
                 baseline = evaluate(validation, rule, self.seeds.validation, cfg.eval_episodes)
-                run.log(self.dialogues, epoch=0, **_prefixed(baseline, "eval"))
+                run.log(self.dialogues, epoch=0, **_eval_columns(baseline))
             while self.epoch < cfg.epochs:
                 outcomes, losses, qs = [], [], []
                 for _ in range(cfg.dialogues_per_epoch):
@@ -233,7 +233,7 @@ class DialogueDQN(Trainer):
                     result = evaluate(
                         validation, self.policy, self.seeds.validation, cfg.eval_episodes
                     )
-                    row.update(_prefixed(result, "eval"))
+                    row.update(_eval_columns(result))
                     shown["val"] = f"{result['success_rate']:.2f}"
                     shown["turns"] = f"{result['avg_turns']:.1f}"
                     if result["success_rate"] > self.best_success:
@@ -446,11 +446,12 @@ def estimate_bytes(cfg: DialogueDQNConfig, state_dim: int, n_actions: int) -> in
     return cfg.buffer_size * (8 * state_dim + 20) + 6 * 4 * params + batch
 
 
-def _prefixed(result: dict, prefix: str) -> dict:
+def _eval_columns(result: dict) -> dict[str, float]:
+    """An evaluation's values in metrics.csv."""
     return {
-        f"{prefix}_success": result["success_rate"],
-        f"{prefix}_turns": result["avg_turns"],
-        f"{prefix}_reward": result["avg_reward"],
+        "eval_success": result["success_rate"],
+        "eval_turns": result["avg_turns"],
+        "eval_reward": result["avg_reward"],
     }
 
 
