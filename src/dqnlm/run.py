@@ -289,11 +289,9 @@ class Run:
         trainer = self.trainer
         if trainer.run_dir is None or trainer.step == 0 or self._saved_here():
             return
-        if not trainer.finite():
-            return
-        trainer.elapsed = self.seconds()
-        trainer.save_checkpoint()
-        print(f"interrupted: saved {trainer.last_checkpoint}", file=sys.stderr)
+        if trainer.finite():
+            self.checkpoint()
+            print(f"interrupted: saved {trainer.last_checkpoint}", file=sys.stderr)
 
     # ------------------------------------------------------------------ inside the loop
     def seconds(self) -> float:

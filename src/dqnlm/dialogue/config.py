@@ -171,11 +171,8 @@ class DialogueDQNConfig:
         check.within(0, 1, "exploration_initial_eps exploration_final_eps exploration_fraction")
         check.within(0, 1, "gamma", open_low=True)
         check.positive("reward_scale learning_rate")
-        check.at_least(0, "max_grad_norm")
-        check.need(
-            math.isfinite(self.max_grad_norm),
-            f"max_grad_norm must be >= 0, got {self.max_grad_norm}",
-        )
+        norm = self.max_grad_norm  # NaN and inf fail too
+        check.need(0 <= norm < math.inf, f"max_grad_norm must be >= 0, got {norm}")
         check.one_of("loss", ("huber", "mse"))
         check.target_network()
         check.device()
