@@ -7,8 +7,7 @@ on the same test goals, and writes a markdown table, a JSON file and a learning-
 figure (greedy success on training goals against training dialogues, mean over seeds
 with a min-max band)::
 
-    dqnlm sweep --config benchmarks/dialogue_dqn.toml --out runs/dialogue_dqn --workers 2 \\
-        --no-report
+    dqnlm sweep --config benchmarks/dialogue_dqn.toml --out runs/dialogue_dqn --workers 2
     python benchmarks/dialogue_dqn.py runs/dialogue_dqn --out docs/data/dialogue_dqn.md \\
         --json docs/data/dialogue_dqn.json --figure docs/figures/dialogue_success.png
 """
@@ -195,7 +194,7 @@ def main() -> None:
     summary = summarize(args.sweep_dir, spec, dialogue_env(spec, args.env))
     command = (
         f"dqnlm sweep --config benchmarks/dialogue_dqn.toml --out {args.sweep_dir} "
-        f"--workers 2 --no-report && python {' '.join(sys.argv)}"
+        f"--workers 2 && python {' '.join(sys.argv)}"
     )
     table = to_markdown(summary, command)
     print(table)

@@ -8,7 +8,7 @@ movie reviews), measures the VADER baseline of real IMDb continuations, and writ
 markdown table and the raw JSON::
 
     dqnlm sweep --config benchmarks/lm_target_modes.toml --out runs/lm_target_modes \\
-        --workers 2 --no-report
+        --workers 2
     python benchmarks/lm_target_modes.py runs/lm_target_modes \\
         --out docs/data/lm_target_modes.md --json docs/data/lm_target_modes.json
 """
