@@ -32,6 +32,17 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def q_learning_bytes(buffer_size: int, widths: list[int], batch_size: int, trees: bool) -> int:
+    """What a Q-learning run with an MLP of layer ``widths`` allocates up front: a replay of
+    two float32 observations and four scalars a transition (and float64 sum and min trees
+    with ``trees``), the float32 weights held six times (online, target, best, gradients,
+    two Adam moments) and one batch's activations (forward and backward, s and s')."""
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    replay = buffer_size * (8 * widths[0] + 20 + (32 if trees else 0))
+    batch = batch_size * (8 * widths[0] + 20 + 24 * sum(widths))
+    return replay + 6 * 4 * params + batch
+
+
 def check_fits(estimate: float, what: str, fraction: float = 0.9) -> None:
     """Refuse ``what`` in one line if ``estimate`` bytes exceed ``fraction`` of free memory."""
     free = available_bytes()

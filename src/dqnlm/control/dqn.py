@@ -25,7 +25,7 @@ from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
-from dqnlm.resources import check_fits
+from dqnlm.resources import check_fits, q_learning_bytes
 from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_module_reference
@@ -309,16 +309,9 @@ class DQN(Trainer):
 
 
 def estimate_bytes(cfg: DQNConfig, obs_dim: int, n_actions: int) -> int:
-    """Memory a run allocates up front: replay storage plus networks, gradients and Adam."""
-    per_transition = 2 * 4 * obs_dim + 8 + 3 * 4  # obs, next_obs, action, reward/done/discount
-    replay = cfg.buffer_size * per_transition
-    if cfg.prioritized:
-        replay += 2 * 2 * cfg.buffer_size * 8  # sum tree and min tree, float64
+    """Memory a run allocates up front: replay, networks, gradients, Adam and a batch."""
     widths = [obs_dim, *cfg.hidden_sizes, n_actions]
-    params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
-    networks = 5 * 4 * params  # online, target, gradient, two Adam moments (float32)
-    activations = 4 * 4 * max(cfg.batch_size, 32) * max(widths)  # forward + backward, 2 nets
-    return replay + networks + activations
+    return q_learning_bytes(cfg.buffer_size, widths, cfg.batch_size, cfg.prioritized)
 
 
 def _eval_columns(result: dict) -> dict[str, float]:

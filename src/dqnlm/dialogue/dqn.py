@@ -43,7 +43,7 @@ from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.tracker import ActionMask, StateTracker
 from dqnlm.errors import DQNLMError
 from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
-from dqnlm.resources import check_fits
+from dqnlm.resources import check_fits, q_learning_bytes
 from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
@@ -108,8 +108,9 @@ class DialogueDQN(Trainer):
         self.device = resolve_device(cfg.device)
         self.env = DialogueEnv(cfg.env_config("train"))
         tracker = self.env.tracker
+        widths = [tracker.dim, *cfg.hidden_sizes, len(tracker.actions)]
         check_fits(
-            estimate_bytes(cfg, tracker.dim, len(tracker.actions)),
+            q_learning_bytes(cfg.buffer_size, widths, cfg.batch_size, trees=False),
             f"buffer_size={cfg.buffer_size:,}, batch_size={cfg.batch_size:,} and "
             f"hidden_sizes={list(cfg.hidden_sizes)}",
         )
@@ -434,16 +435,6 @@ def plot_success(run_dir: Path, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, out)
-
-
-def estimate_bytes(cfg: DialogueDQNConfig, state_dim: int, n_actions: int) -> int:
-    """Memory of the replay (two float32 states and four scalars a transition), of the
-    network's float32 weights, held six times (online, target, best, gradients, Adam
-    moments), and of one batch's activations (forward and backward, states and next states)."""
-    widths = (state_dim, *cfg.hidden_sizes, n_actions)
-    params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
-    batch = cfg.batch_size * (8 * state_dim + 20 + 24 * sum(widths))
-    return cfg.buffer_size * (8 * state_dim + 20) + 6 * 4 * params + batch
 
 
 def _eval_columns(result: dict) -> dict[str, float]:
