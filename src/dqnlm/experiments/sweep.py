@@ -145,7 +145,8 @@ def _resolve_env(
         raise ConfigError(f"{where}: {e}") from None
     fields = {k: v for k, v in env.items() if k not in (*kind.table_keys, "trainer")}
     try:
-        config = replace(kind.start(env), base, source="[base]")
+        config = kind.start(env) if kind.start else kind.config({}, "defaults")
+        config = replace(config, base, source="[base]")
         config = replace(config, fields, where)
         record = kind.record(env, config)
     except ConfigError as e:

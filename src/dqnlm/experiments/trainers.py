@@ -43,8 +43,6 @@ class TrainerKind:
     """``module:Class`` of the trainer: ``Cls(config, run_dir)``, ``Cls.load(run_dir,
     trust_code=...)`` and ``.learn(progress=False, tensorboard=False)``, which writes
     ``eval.json`` (the mark of a finished run) and returns the final evaluation."""
-    start: Callable[[dict], Any]
-    """The env table -> the config before ``[base]`` (a preset, say)."""
     check_file: Callable[[Entry, str, str, bool], None]
     """An entry read from a sweep file: refuse what would import a module unless
     ``trust_code`` (args: entry, where, source, trust_code)."""
@@ -74,6 +72,8 @@ class TrainerKind:
     """Those fields, as made or read back from sweep.json: ConfigError when malformed."""
     finish: Callable[[Any], Any] = lambda config: config.validate()
     """The last step of each variant's config: validate (and resolve paths)."""
+    start: Callable[[dict], Any] | None = None
+    """The env table -> the config before ``[base]`` (a preset, say); None: the defaults."""
 
     def config(self, values: dict[str, Any], source: str) -> Any:
         """The config of ``values`` (field -> plain value), checked key by key."""
@@ -171,12 +171,6 @@ def _control_check_runnable(configs: list) -> None:
 
 
 # ------------------------------------------------------------------------------ dialogue
-def _dialogue_start(table: dict) -> Any:
-    from dqnlm.dialogue.config import DialogueDQNConfig
-
-    return DialogueDQNConfig()
-
-
 def _dialogue_finish(config: Any) -> Any:
     """A schema file is named by its absolute path, as the trainer resolves it."""
     from dqnlm.dialogue.schema import bundled_domains
@@ -252,7 +246,6 @@ TRAINERS: dict[str, TrainerKind] = {
         name="dialogue",
         config_ref="dqnlm.dialogue.config:DialogueDQNConfig",
         trainer_ref="dqnlm.dialogue.dqn:DialogueDQN",
-        start=_dialogue_start,
         check_file=lambda *args: None,  # a schema file is data: it imports nothing
         trusted=_dialogue_trusted,
         check_runnable=_dialogue_check_runnable,
