@@ -177,8 +177,7 @@ class Checks:
             self.problems.append(str(e))
 
     def target_network(self) -> None:
-        """The target-network fields every trainer shares: target_update (hard, polyak or
-        none), target_update_period (gradient updates) and tau."""
+        """The target-network fields every trainer shares (target_update and its period, tau)."""
         from dqnlm.core.target import TARGET_MODES
 
         hint = ""

@@ -44,8 +44,7 @@ def add_config_arguments(parser, example: str) -> None:
 
 
 def add_trust_argument(parser, what: str) -> None:
-    """``--trust-code``: let a handed file do ``what`` (import a module, read outside its
-    folder); off by default, as a stranger's file could run code."""
+    """``--trust-code``: let a handed file do ``what`` (import a module, read outside it)."""
     parser.add_argument(
         "--trust-code",
         action="store_true",

@@ -215,8 +215,7 @@ def cmd_eval(args) -> int:
 
 
 def _prompt_run(args):
-    """The evaluate module and the trained run of a ``--prompt`` command, the prompt checked
-    (a note says when only its last prompt_tokens are used)."""
+    """The evaluate module and the trained run of a ``--prompt`` command, its prompt checked."""
     common.check_seed_flag(args.seed)
     if not args.prompt.strip():
         raise DQNLMError("--prompt must not be empty")

@@ -181,8 +181,7 @@ def _dialogue_finish(config: Any) -> Any:
 
 
 def _dialogue_trusted(info: Entry, out: Path, where: str, source: str, trust_code: bool) -> Entry:
-    """A schema file outside ``out`` only with ``trust_code``; a relative path is read
-    from ``out``."""
+    """A schema file outside ``out`` only with ``trust_code``; relative paths start at ``out``."""
     from dqnlm.dialogue.dqn import domain_inside
 
     configs = dict(info["configs"])
