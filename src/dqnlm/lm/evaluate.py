@@ -169,10 +169,8 @@ def explain_html(trainer: Policy, prompt: str, top: int = 5, seed: int | None = 
             f'<span class="tok" style="background:{_colour(adv, scale)}" '
             f'data-advantage="{adv:.4f}" title="{html.escape(tip)}">{html.escape(shown)}</span>'
         )
-    prompt_ids = batch.tokens[0, : batch.prompt_tokens][
-        batch.attention[0, : batch.prompt_tokens] > 0
-    ]
-    shown_prompt = tok.decode(prompt_ids.tolist())
+    head = slice(0, batch.prompt_tokens)
+    shown_prompt = tok.decode(batch.tokens[0, head][batch.attention[0, head] > 0].tolist())
     cut = " (cut to its last tokens to fit prompt_tokens)" if batch.truncated else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>dqnlm explain</title>
