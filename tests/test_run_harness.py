@@ -185,3 +185,18 @@ def test_divergence_stops_every_trainer_naming_where(kind, tmp_path, monkeypatch
     with pytest.raises(TrainingDiverged, match="training diverged at .*=nan"):
         trainer.learn(progress=False, tensorboard=False)
     assert not (tmp_path / "run" / "eval.json").exists()
+
+
+def test_a_checkpoint_from_before_the_harness_is_refused_in_one_line(tmp_path, monkeypatch):
+    from dqnlm.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    cls, config, _ = TRAINERS["dialogue"](tmp_path)
+    run = tmp_path / "run"
+    cls(config, run).learn(progress=False, tensorboard=False)
+    ckpt = load_checkpoint(run / "checkpoints")
+    old = {("dialogues" if k == "step" else k): v for k, v in ckpt.meta.items()}
+    save_checkpoint(run / "checkpoints", 10**6, ckpt.tensors, old, ckpt.arrays)
+    with pytest.raises(CheckpointError, match="older than its run harness") as error:
+        cls.load(run)
+    assert "\n" not in str(error.value)

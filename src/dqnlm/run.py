@@ -148,6 +148,11 @@ class Trainer:
             raise CheckpointError(f"run directory {run_dir} does not exist")
         ckpt = load_checkpoint(run_dir / CHECKPOINTS, with_arrays=replay)
         source = str(ckpt.path)
+        if "step" not in ckpt.meta:  # every checkpoint since the run harness records it
+            raise CheckpointError(
+                f"checkpoint {source} was written by a dqnlm older than its run harness "
+                "(no 'step' in its record): continue it with that version, or train anew"
+            )
         overrides = {k: v for k, v in {"device": device, **budget}.items() if v is not None}
         try:
             config = cls.config_from_checkpoint(ckpt.meta, run_dir, source, trust_code)
