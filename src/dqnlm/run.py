@@ -8,7 +8,7 @@ to a :class:`Run` opened around its loop::
     with Run(self, COLUMNS, total=..., unit="step", ...) as run:
         while ...:
             ...                                   # collect experience, update
-            run.check_finite(where, loss=loss)    # one divergence rule and message
+            run.check_finite(loss=loss)           # one divergence rule and message
             run.log(step, loss=loss)              # metrics.csv + TensorBoard
             run.advance(n, ret="...")             # progress bar
             if run.due(before, now, interval):
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import signal
 import sys
@@ -320,12 +321,14 @@ class Run:
         """Whether a multiple of ``interval`` lies in ``(before, now]`` (0: never)."""
         return interval > 0 and now // interval > before // interval
 
-    def check_finite(self, where: str, **values: float) -> None:
-        """Stop with TrainingDiverged, naming the last good checkpoint, on a NaN or inf."""
-        if all(np.isfinite(v) for v in values.values()):
+    def check_finite(self, **values: float) -> None:
+        """Stop with TrainingDiverged, naming where training stands and the last good
+        checkpoint, on a NaN or inf (called after every update: the message is built only
+        on failure)."""
+        if all(math.isfinite(v) for v in values.values()):
             return
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
-        raise self.trainer.diverged(f"at {where}: {shown}")
+        raise self.trainer.diverged(f"at {self.trainer.where()}: {shown}")
 
     def checkpoint(self) -> None:
         if self.run_dir is not None:

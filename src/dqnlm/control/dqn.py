@@ -195,7 +195,7 @@ class DQN(Trainer):
                         group["lr"] = self._lr()
                     for _ in range(rounds * cfg.gradient_steps):
                         loss, mean_q = self._update()
-                        run.check_finite(self.where(), loss=loss, mean_q=mean_q)
+                        run.check_finite(loss=loss, mean_q=mean_q)
                         losses.append(loss)
                         qs.append(mean_q)
                 run.advance(self.global_step - before)

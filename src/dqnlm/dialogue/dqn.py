@@ -228,7 +228,7 @@ class DialogueDQN(Trainer):
                     row["loss"], row["mean_q"] = torch.stack(
                         [torch.stack(losses).mean(), torch.stack(qs).mean()]
                     ).tolist()
-                    run.check_finite(self.where(), loss=row["loss"], mean_q=row["mean_q"])
+                    run.check_finite(loss=row["loss"], mean_q=row["mean_q"])
                 shown = {"train": f"{success:.2f}", "eps": f"{eps:.2f}"}
                 if self.epoch % cfg.eval_interval == 0 or self.epoch == cfg.epochs:
                     result = evaluate(

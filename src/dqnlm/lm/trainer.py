@@ -354,7 +354,7 @@ class LMTrainer(Trainer):
                 results = []
                 for _ in range(cfg.updates_per_round):
                     results.append(self._update())
-                    run.check_finite(self.where(), td_loss=results[-1][0])
+                    run.check_finite(td_loss=results[-1][0])
                 td, cql, mean_q = (float(np.mean(r)) for r in zip(*results))
                 self.round += 1
                 tokens_per_s = float(batch.actions.sum()) / (time.perf_counter() - started)
