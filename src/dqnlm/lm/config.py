@@ -47,9 +47,19 @@ class LMConfig:
     with its adapters disabled."""
     lora_alpha: float = 16.0
     """LoRA scaling numerator (peft's lora_alpha)."""
+    chat_template: bool = True
+    """Wrap each prompt as a user turn of the tokenizer's chat template (instruct models),
+    so the completion is the assistant's reply; models without a template are unaffected.
+    The reward sees the completion only, never the template."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them: less memory for
+    about a third more time per TD update."""
 
     rounds: int = 100
     """Training length, in rounds (online: generate a batch, then update)."""
+    max_seconds: float = 0.0
+    """Also stop once training has run this many seconds (wall-clock, resumes included),
+    checkpoint, and evaluate as usual: equal time budgets across methods; 0: no limit."""
     prompts_per_round: int = 64
     """Texts generated per round."""
     prompt_tokens: int = 16
@@ -119,7 +129,9 @@ class LMConfig:
         check.device()
         check.one_of("dtype", ("float32", "bfloat16"))
         check.seed()
-        check.at_least(0, "lora_rank eval_prompts max_grad_norm kl_penalty cql_alpha top_k")
+        check.at_least(
+            0, "lora_rank eval_prompts max_grad_norm kl_penalty cql_alpha top_k max_seconds"
+        )
         check.positive("lora_alpha temperature beta learning_rate")
         check.at_least(
             1, "rounds prompts_per_round prompt_tokens new_tokens updates_per_round "

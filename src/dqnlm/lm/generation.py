@@ -42,6 +42,26 @@ class TokenBatch:
         return width - 1 - self.actions.flip(1).argmax(1)
 
 
+def format_prompts(tokenizer, prompts: list[str], chat_template: bool) -> list[str]:
+    """Each prompt as the user's turn of the tokenizer's chat template, ending where the
+    assistant's reply begins, when ``chat_template`` is set and the tokenizer has one;
+    otherwise the prompts unchanged (base models continue the text itself)."""
+    if not chat_template or not getattr(tokenizer, "chat_template", None):
+        return list(prompts)
+    try:
+        return [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+    except Exception as e:  # jinja2's TemplateError and whatever a template raises
+        raise DQNLMError(
+            f"the tokenizer's chat template failed ({' '.join(str(e).split())}); "
+            "fix it or set chat_template=false"
+        ) from None
+
+
 def encode_prompts(tokenizer, prompts: list[str], prompt_tokens: int):
     """Left-padded ``[B, prompt_tokens]`` ids and mask; longer prompts keep their last tokens."""
     ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]

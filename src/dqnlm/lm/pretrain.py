@@ -57,13 +57,18 @@ class PretrainConfig:
     """Use only the first N reviews (tests); None uses all 25,000."""
 
 
-def default_model_dir() -> Path:
-    """``$DQNLM_CACHE``, else ``$XDG_CACHE_HOME/dqnlm``, else ``~/.cache/dqnlm``; plus ``imdb-gpt2``."""
+def cache_root() -> Path:
+    """``$DQNLM_CACHE``, else ``$XDG_CACHE_HOME/dqnlm``, else ``~/.cache/dqnlm``."""
     root = os.environ.get("DQNLM_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(xdg) / "dqnlm")
-    return Path(root) / "imdb-gpt2"
+    return Path(root)
+
+
+def default_model_dir() -> Path:
+    """The embedded model's folder: ``imdb-gpt2`` under :func:`cache_root`."""
+    return cache_root() / "imdb-gpt2"
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):

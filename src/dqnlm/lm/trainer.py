@@ -30,11 +30,14 @@ from dqnlm.lm.generation import (
     assemble,
     decode_completions,
     encode_prompts,
+    format_prompts,
     forward_logits,
     sample,
 )
 from dqnlm.lm.models import (
     add_lora,
+    check_dtype,
+    check_model_fits,
     context_length,
     is_adapter,
     load_model,
@@ -54,6 +57,7 @@ from dqnlm.trust import check_inside
 COLUMNS = (
     "step",
     "time_s",
+    "tokens",
     "updates",
     "reward",
     "kl",
@@ -169,6 +173,9 @@ class LMTrainer(Trainer):
         # independent streams from one run seed (dqnlm.seeding): adjacent seeds share none
         self.seeds = seed_streams(cfg.seed)
         torch.manual_seed(self.seeds.torch)
+        lora = cfg.lora_rank > 0
+        check_dtype(cfg.dtype, self.device)
+        check_model_fits(self.model_source, cfg.dtype, lora, self.device)
         model = load_model(self.model_source, cfg.dtype, self.device, trust_code)
         width = cfg.prompt_tokens + cfg.new_tokens
         limit = context_length(model)
@@ -177,7 +184,8 @@ class LMTrainer(Trainer):
                 f"prompt_tokens + new_tokens = {width} exceeds the model's context of {limit} tokens"
             )
         self._check_memory(model)
-        lora = cfg.lora_rank > 0
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.model = add_lora(model, cfg.lora_rank, cfg.lora_alpha) if lora else model
         self.reference = reference_of(self.model, lora)
         self.target = TargetNetwork(
@@ -196,7 +204,7 @@ class LMTrainer(Trainer):
         if offline:
             self._fill_offline(offline)
         self._empty_score = float(self.score([""])[0]) if cfg.shaping else 0.0
-        self.round = self.num_updates = 0
+        self.round = self.num_updates = self.tokens = 0
 
     def _check_memory(self, model) -> None:
         """Refuse, before allocating, a round that cannot fit. Its largest tensors are
@@ -226,9 +234,8 @@ class LMTrainer(Trainer):
     # ------------------------------------------------------------------ data
     def _fill_offline(self, rows: list[dict]) -> None:
         cfg, tok = self.config, self.tokenizer
-        prompt, prompt_attention, _ = encode_prompts(
-            tok, [r["prompt"] for r in rows], cfg.prompt_tokens
-        )
+        prompts = format_prompts(tok, [r["prompt"] for r in rows], cfg.chat_template)
+        prompt, prompt_attention, _ = encode_prompts(tok, prompts, cfg.prompt_tokens)
         completion = torch.full((len(rows), cfg.new_tokens), tok.pad_token_id, dtype=torch.long)
         for i, row in enumerate(rows):
             ids = tok(row["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -252,7 +259,7 @@ class LMTrainer(Trainer):
         return sample(
             self.model,
             self.tokenizer,
-            prompts,
+            format_prompts(self.tokenizer, prompts, cfg.chat_template),
             cfg.prompt_tokens,
             cfg.new_tokens,
             cfg.min_new_tokens,
@@ -268,7 +275,10 @@ class LMTrainer(Trainer):
         tokens, attention, actions, rewards = (
             t.to(self.device) for t in self.replay.sample(cfg.batch_size)
         )
+        if cfg.gradient_checkpointing:
+            self.model.train()  # transformers checkpoints in training mode only (no dropout)
         logits = forward_logits(self.model, tokens, attention)
+        self.model.eval()
         with torch.no_grad():
             ref_logits = forward_logits(self.reference, tokens, attention)
             if cfg.target_update == "none":
@@ -346,7 +356,9 @@ class LMTrainer(Trainer):
             progress=progress, tensorboard=tensorboard, tb_prefix="lm",
         )  # fmt: skip
         with run:
-            while self.round < cfg.rounds:
+            while self.round < cfg.rounds and not (
+                cfg.max_seconds and run.seconds() >= cfg.max_seconds
+            ):
                 started = time.perf_counter()
                 batch, rewards, scores, kl = self._collect()
                 if not cfg.offline_data:
@@ -357,8 +369,10 @@ class LMTrainer(Trainer):
                     run.check_finite(td_loss=results[-1][0])
                 td, cql, mean_q = (float(np.mean(r)) for r in zip(*results))
                 self.round += 1
+                self.tokens += int(batch.actions.sum())
                 tokens_per_s = float(batch.actions.sum()) / (time.perf_counter() - started)
                 values = {
+                    "tokens": self.tokens,
                     "updates": self.num_updates,
                     "reward": float(scores.mean()),
                     "kl": float(kl.mean()),
@@ -376,20 +390,26 @@ class LMTrainer(Trainer):
                     tok_s=f"{tokens_per_s:.0f}",
                 )
                 self._check_logits(batch)
-                if self.round % cfg.checkpoint_every == 0 or self.round == cfg.rounds:
+                out_of_time = cfg.max_seconds and run.seconds() >= cfg.max_seconds
+                if (
+                    self.round % cfg.checkpoint_every == 0
+                    or self.round == cfg.rounds
+                    or out_of_time
+                ):
                     run.checkpoint()
                 run.safe_point()
             run.loop_done()
             plot_lm_run(self.run_dir)
             self.save_model(self.run_dir / "model")
             if cfg.eval_prompts == 0:  # eval.json still marks the run finished
-                run.finish({"evaluated": False, "rounds": self.round})
+                run.finish({"evaluated": False, "rounds": self.round, **peak_memory(self.device)})
                 return None
             from dqnlm.lm.evaluate import evaluate
 
             prompts = load_prompts(cfg.eval_set)
             result = evaluate(self, prompts, cfg.eval_prompts, progress=progress)
-            run.finish(result)
+            result.update(rounds=self.round, tokens=self.tokens, seconds=run.seconds())
+            run.finish({**result, **peak_memory(self.device)})
         return result
 
     def where(self) -> str:
@@ -428,6 +448,7 @@ class LMTrainer(Trainer):
         meta = {
             "model_source": self.model_source,
             "num_updates": self.num_updates,
+            "tokens": self.tokens,
             "optimizer": opt_meta,
             "rng": generator_states(prompts=self.rng, replay=self.replay.rng),
         }
@@ -445,6 +466,7 @@ class LMTrainer(Trainer):
             self.replay.load_state_dict(arrays)
         self.round = int(meta["step"])
         self.num_updates = int(meta["num_updates"])
+        self.tokens = int(meta["tokens"])
 
     @classmethod
     def config_from_checkpoint(cls, meta, run_dir, source, trust_code) -> LMConfig:
@@ -465,6 +487,29 @@ class LMTrainer(Trainer):
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
         return Path(out)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Activation checkpointing in transformers runs in training mode only, so every
+    dropout is set to 0 first: training mode then changes nothing but memory."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise DQNLMError(f"{type(model).__name__} does not support gradient_checkpointing")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # Llama-style
+            module.attention_dropout = 0.0
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """This process's peak resident memory (and peak CUDA allocation), in MiB."""
+    import resource
+
+    peak = {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
 
 
 def plot_lm_run(run_dir: Path, out: Path | None = None) -> Path:
