@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from dqnlm.lm.config import LMConfig
-from dqnlm.lm.qlearning import token_td_targets, update_loss
+from dqnlm.lm.qlearning import (
+    anchored_q,
+    needs_reference_logits,
+    reference_stats,
+    token_td_targets,
+    update_loss,
+)
 
 
 def example():
@@ -100,9 +106,12 @@ CONFIGS = [
     for kind in ("soft", "max", "double")
     for lam in (0.0, 0.9)
 ]
+FAST = [LMConfig(lam=lam, beta=0.2, cql_alpha=0.3) for lam in (0.0, 0.9)]  # reference stats
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.kind}-lam{c.lam}")
+@pytest.mark.parametrize(
+    "config", CONFIGS + FAST, ids=lambda c: f"{c.kind}-lam{c.lam}-kl{c.kl_penalty}"
+)
 def test_nan_and_inf_at_masked_positions_change_nothing(config):
     logits, ref, target, tokens, action_mask, rewards = replayed_batch()
     clean = loss_and_grad(logits, ref, target, tokens, action_mask, rewards, config)
@@ -118,7 +127,9 @@ def test_nan_and_inf_at_masked_positions_change_nothing(config):
         assert torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.kind}-lam{c.lam}")
+@pytest.mark.parametrize(
+    "config", CONFIGS + FAST, ids=lambda c: f"{c.kind}-lam{c.lam}-kl{c.kl_penalty}"
+)
 def test_a_token_both_models_ban_is_as_if_it_were_not_in_the_vocabulary(config):
     logits, ref, target, tokens, action_mask, rewards = replayed_batch()
     smaller = loss_and_grad(
@@ -131,3 +142,49 @@ def test_a_token_both_models_ban_is_as_if_it_were_not_in_the_vocabulary(config):
     for a, b in zip(smaller[:3], banned[:3]):
         assert torch.allclose(a, b)
     assert torch.allclose(smaller[3], banned[3][..., :4])
+
+
+def soft_loss_from_full_vocabulary(logits, ref, target, tokens, action_mask, rewards, config):
+    """The soft TD loss written out over the whole vocabulary (the definition)."""
+    prior = torch.log_softmax(ref, -1)
+    q = anchored_q(logits, ref, config.beta)
+    q_taken, targets, mask = token_td_targets(
+        q, anchored_q(target, ref, config.beta), tokens, action_mask, rewards, "soft",
+        config.beta, config.gamma, config.lam, prior_logprobs=prior,
+    )  # fmt: skip
+    rows = mask.bool()
+    loss = ((q_taken[rows] - targets[rows]) ** 2).mean()
+    value = config.beta * torch.logsumexp(q[:, :-1][rows] / config.beta + prior[:, :-1][rows], -1)
+    return loss + config.cql_alpha * (value - q_taken[rows]).mean()
+
+
+SOFT = [LMConfig(lam=lam, beta=0.2, cql_alpha=cql) for lam in (0.0, 0.9) for cql in (0.0, 0.3)]
+
+
+@pytest.mark.parametrize("config", SOFT, ids=lambda c: f"lam{c.lam}-cql{c.cql_alpha}")
+def test_soft_update_from_cached_reference_stats_equals_the_full_vocabulary_loss(config):
+    logits, ref, target, tokens, action_mask, rewards = replayed_batch()
+    expected = loss_and_grad_of(soft_loss_from_full_vocabulary, logits, ref, target, tokens,
+                                action_mask, rewards, config)  # fmt: skip
+    stats = reference_stats(ref, tokens)
+    assert stats.shape == (*tokens.shape, 2)
+    for reference in (ref, stats):  # full logits, or the two numbers a replay buffer keeps
+        got = loss_and_grad(logits, reference, target, tokens, action_mask, rewards, config)
+        assert torch.allclose(got[0], expected[0], atol=1e-6)
+        assert torch.allclose(got[3], expected[1], atol=1e-6)
+
+
+def loss_and_grad_of(fn, logits, *args):
+    logits = logits.clone().requires_grad_(True)
+    loss = fn(logits, *args)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return loss.detach(), grad
+
+
+def test_max_targets_refuse_reference_stats():
+    logits, ref, target, tokens, action_mask, rewards = replayed_batch()
+    config = LMConfig(kind="max")
+    assert needs_reference_logits(config) and needs_reference_logits(LMConfig(kl_penalty=0.1))
+    with pytest.raises(ValueError, match="needs the reference's logits"):
+        update_loss(logits, reference_stats(ref, tokens), target, tokens, action_mask, rewards,
+                    config)  # fmt: skip

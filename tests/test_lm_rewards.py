@@ -189,7 +189,7 @@ def test_shaping_is_potential_based_for_any_gamma(tmp_path, gamma):
     prompts = write_prompts(tmp_path / "prompts.jsonl", ["a b", "c d e", "f"])
     config = toy_config(model, prompts, shaping=True, gamma=gamma, reward="length:3")
     trainer = LMTrainer(config, None, progress=False)
-    batch, rewards, scores, _ = trainer._collect()
+    batch, rewards, scores, *_ = trainer._collect()
     texts = decode_completions(trainer.tokenizer, batch)
     assert torch.allclose(scores, trainer.score(texts))
     empty = trainer.score([""])[0]

@@ -494,7 +494,7 @@ def test_hard_target_with_period_one_tracks_the_online_network(toy, tmp_path):
 def test_shaped_rewards_telescope_to_the_text_reward(toy):
     """Potential-based shaping: per-token rewards sum to each text's own reward."""
     trainer = LMTrainer(toy(shaping=True, prompts_per_round=16), None, progress=False)
-    batch, rewards, scores, _ = trainer._collect()
+    batch, rewards, scores, *_ = trainer._collect()
     texts = [
         t
         for t in __import__("dqnlm.lm.generation", fromlist=["x"]).decode_completions(

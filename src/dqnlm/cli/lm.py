@@ -77,7 +77,15 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     common.add_train_arguments(p, "lm-<name>", TRUST, threads=None)
 
-    p = lm.add_parser("eval", help="score a run on held-out prompts")
+    p = lm.add_parser(
+        "eval",
+        help="score a run, or an untuned model (--model), on held-out prompts",
+        description="Score a trained run (RUN_DIR), or a model as it is (--model NAME_OR_PATH: "
+        "the untuned baseline), with the same metrics and keys: reward, KL to the reference "
+        "(0 for an untuned model), distinct-1/2 and the reference model's perplexity of the "
+        "samples. An untuned model is sampled with the settings of --preset, --config and "
+        "--set (lengths, temperature, chat_template), so it matches a run of that preset.",
+    )
     p.add_argument(
         "--prompts",
         default="imdb-held-out",
@@ -85,7 +93,14 @@ def add_lm_parser(sub) -> None:
     )
     p.add_argument("--n", type=int, default=100, help="prompts to score (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _common(p)
+    p.add_argument(
+        "--model", help="evaluate this model untuned instead of a run: a name (smollm2-135m), "
+        "a model directory or a .gguf file",
+    )  # fmt: skip
+    p.add_argument("--preset", help="with --model: sample with this preset's settings")
+    p.add_argument("--reward", help="with --model: reward spec (default: the preset's, or vader)")
+    common.add_config_arguments(p, "temperature=0.7")
+    _common(p, run_dir_optional=True)
 
     p = lm.add_parser("generate", help="sample completions of a prompt from a run")
     p.add_argument("--prompt", required=True)
@@ -107,9 +122,12 @@ def add_lm_parser(sub) -> None:
 MAX_COMPLETIONS = 10_000  # more than anyone reads from a terminal
 
 
-def _common(p) -> None:
+def _common(p, run_dir_optional: bool = False) -> None:
     """RUN_DIR and the options of the commands that load a trained run."""
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    if run_dir_optional:
+        p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?")
+    else:
+        p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     common.add_threads_argument(p, None)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -123,6 +141,12 @@ def _check_file_reward(values: dict, source: str, trust_code: bool) -> None:
 
 
 def _load(args):
+    if args.run_dir is None:
+        raise DQNLMError("give a RUN_DIR to evaluate, or --model NAME_OR_PATH for an untuned model")
+    if any(getattr(args, flag, None) for flag in ("preset", "reward", "overrides", "config")):
+        raise DQNLMError(
+            "--preset, --reward, --config and --set go with --model; a run uses its own config"
+        )
     trainer_mod = _lm_import("trainer")
     return trainer_mod.LMTrainer.load(args.run_dir, device=args.device, trust_code=args.trust_code)
 
@@ -193,7 +217,7 @@ def cmd_eval(args) -> int:
         raise DQNLMError(f"--n must be >= 1, got {args.n}")
     prompts = _lm_import("data").load_prompts(args.prompts)  # bad files fail before the model loads
     evaluate = _lm_import("evaluate")
-    trainer = _load(args)
+    trainer = _untuned(args, evaluate) if args.model else _load(args)
     result = evaluate.evaluate(trainer, prompts, args.n, progress=not args.no_progress)
     if result["truncated_prompts"]:
         print(
@@ -212,6 +236,21 @@ def cmd_eval(args) -> int:
         for s in result["samples"]:
             print(f"  [{s['reward']:+.2f}] {s['prompt']} | {s['completion']}")
     return 0
+
+
+def _untuned(args, evaluate):
+    """The ``--model`` of ``lm eval``, with the sampling settings a run would use."""
+    if args.run_dir is not None:
+        raise DQNLMError(f"give either RUN_DIR ({args.run_dir}) or --model, not both")
+    config = common.layer_config(
+        _lm_import("config").preset_config(args.preset),
+        args.config,
+        args.overrides,
+        {"device": args.device},
+        before_set={"model": args.model, "reward": args.reward},
+        check_file=lambda values, source: _check_file_reward(values, source, args.trust_code),
+    )
+    return evaluate.ModelPolicy(config, args.trust_code, progress=not args.no_progress)
 
 
 def _prompt_run(args):

@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 
 from dqnlm.core.rng import fork_rng
 from dqnlm.lm.config import LMConfig
-from dqnlm.lm.generation import TokenBatch, decode_completions, forward_logits
+from dqnlm.lm.generation import TokenBatch, decode_completions, forward_logits, sample_with
 from dqnlm.lm.qlearning import anchored_q, sequence_kl
+from dqnlm.lm.rewards import score_texts
 from dqnlm.seeding import seed_streams
 
 
@@ -27,6 +28,31 @@ class Policy(Protocol):
     def generate(self, prompts: list[str]) -> TokenBatch: ...
 
     def score(self, texts: list[str]) -> torch.Tensor: ...
+
+
+class ModelPolicy:
+    """A model as it is, with no training, as a :class:`Policy`: its own reference (KL 0
+    at temperature 1). The untuned baseline ``dqnlm lm eval --model`` scores with the same
+    metrics as a run."""
+
+    def __init__(self, config: LMConfig, trust_code: bool = False, progress: bool = True):
+        from dqnlm.device import resolve_device
+        from dqnlm.lm.models import load_checked
+        from dqnlm.lm.rewards import parse_reward
+
+        self.config = config.validate()
+        self.reward = parse_reward(config.reward, trust_code)
+        device = resolve_device(config.device)
+        _, self.tokenizer, self.model = load_checked(
+            config.model, config.dtype, device, trust_code=trust_code, progress=progress
+        )
+        self.reference = torch.no_grad()(self.model)
+
+    def generate(self, prompts: list[str]) -> TokenBatch:
+        return sample_with(self.config, self.model, self.tokenizer, prompts)
+
+    def score(self, texts: list[str]) -> torch.Tensor:
+        return score_texts(self.reward, self.config.reward, texts)
 
 
 def _eval_seed(policy: Policy, seed: int | None) -> int:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from dqnlm.errors import DQNLMError
+
+if TYPE_CHECKING:
+    from dqnlm.lm.config import LMConfig
 
 
 class NonFiniteLogits(DQNLMError):
@@ -192,6 +196,21 @@ def sample(
             break
         step_input = token[:, None]
     return assemble(prompt, prompt_attention, completion, eos, truncated, logprobs)
+
+
+def sample_with(config: LMConfig, model, tokenizer, prompts: list[str]) -> TokenBatch:
+    """:func:`sample` with a run's prompt template, lengths and sampling settings."""
+    return sample(
+        model,
+        tokenizer,
+        format_prompts(tokenizer, prompts, config.chat_template),
+        config.prompt_tokens,
+        config.new_tokens,
+        config.min_new_tokens,
+        config.temperature,
+        config.top_k,
+        config.top_p,
+    )
 
 
 def _forward_arguments(model) -> set[str]:

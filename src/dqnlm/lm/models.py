@@ -152,7 +152,7 @@ def model_parameters(source: str) -> int | None:
                     total += math.prod(f.get_slice(key).get_shape())
         except Exception as e:  # a truncated or corrupt header
             raise DQNLMError(
-                f"cannot read the weights in {file}: {' '.join(str(e).split())}"
+                f"cannot load a causal LM from {source}: {file.name}: {' '.join(str(e).split())}"
             ) from None
     return total
 
@@ -198,6 +198,23 @@ def check_dtype(dtype: str, device: torch.device) -> None:
         ok = False
     if not ok:
         raise DQNLMError(f"dtype=bfloat16 does not work on this {device.type} device; use float32")
+
+
+def load_checked(
+    spec: str,
+    dtype: str,
+    device: torch.device,
+    lora: bool = False,
+    trust_code: bool = False,
+    progress: bool = True,
+):
+    """``(source, tokenizer, model)`` for a model spec, after the checks that need no
+    loading: bfloat16 support, and whether its training copies fit in memory."""
+    source = resolve_model_source(spec, progress)
+    tokenizer = load_tokenizer(source)
+    check_dtype(dtype, device)
+    check_model_fits(source, dtype, lora, device)
+    return source, tokenizer, load_model(source, dtype, device, trust_code)
 
 
 def _location(source: str) -> tuple[str, dict]:

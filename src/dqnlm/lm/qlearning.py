@@ -86,9 +86,29 @@ def token_td_targets(
     return q_taken, targets, mask
 
 
+def needs_reference_logits(config: LMConfig) -> bool:
+    """Whether an update needs the reference's logits over the whole vocabulary: max and
+    double targets pick an argmax of Q, the KL penalty sums over every token. Soft targets
+    and CQL need only :func:`reference_stats`, which a replay buffer can keep."""
+    return config.kind != "soft" or config.kl_penalty > 0
+
+
+def reference_stats(ref_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``[B, L, 2]``: at position ``j`` the reference's logit of the next token
+    ``tokens[:, j + 1]`` (0 at the last position) and its log-normaliser over the vocabulary.
+
+    With ``Q = beta (l - r)`` and prior ``softmax(r)`` the soft value is
+    ``beta log sum_a softmax(r)_a exp(l_a - r_a) = beta (logsumexp(l) - logsumexp(r))``:
+    the frozen reference enters a soft TD update through these two numbers only.
+    """
+    taken = ref_logits[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    taken = torch.cat([taken, torch.zeros_like(taken[:, :1])], 1)
+    return torch.stack([taken, torch.logsumexp(ref_logits, -1)], -1)
+
+
 def update_loss(
     logits: torch.Tensor,
-    ref_logits: torch.Tensor,
+    reference: torch.Tensor,
     target_logits: torch.Tensor,
     tokens: torch.Tensor,
     action_mask: torch.Tensor,
@@ -97,13 +117,21 @@ def update_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss of one TD update on a batch of sequences: ``(loss, cql term, mean Q taken)``.
 
-    ``logits``, ``ref_logits`` and ``target_logits`` are the online, reference and target
-    models' logits ``[B, L, V]``. The TD loss (mse), the CQL term and the KL penalty are
-    means over generated tokens only (0 if a batch has none). Positions that are not generated tokens are dropped
-    by indexing, never multiplied by 0, so NaN or inf there (e.g. -inf logits of banned
-    tokens at padding) reaches neither the loss nor the gradient.
+    ``logits`` and ``target_logits`` are the online and target models' logits ``[B, L, V]``;
+    ``reference`` is the reference's logits ``[B, L, V]``, or (soft targets without KL
+    penalty) its :func:`reference_stats` ``[B, L, 2]``. The TD loss (mse), the CQL term and
+    the KL penalty are means over generated tokens only (0 if a batch has none). Positions
+    that are not generated tokens are dropped by indexing, never multiplied by 0, so NaN or
+    inf there (e.g. -inf logits of banned tokens at padding) reaches neither the loss nor
+    the gradient.
     """
-    cfg = config
+    full = reference.shape == logits.shape
+    if not needs_reference_logits(config):
+        stats = reference_stats(reference, tokens) if full else reference
+        return _soft_update_loss(logits, stats, target_logits, tokens, action_mask, rewards, config)
+    if not full:
+        raise ValueError(f"kind={config.kind!r} or kl_penalty > 0 needs the reference's logits")
+    cfg, ref_logits = config, reference
     prior = torch.log_softmax(ref_logits, -1)
     q = anchored_q(logits, ref_logits, cfg.beta)
     q_taken, targets, mask = token_td_targets(
@@ -134,6 +162,34 @@ def update_loss(
         # tokens both models ban contribute 0, not 0 * (-inf - -inf)
         gap = torch.where(p > 0, logp - prior[:, :-1][rows], 0.0)
         loss = loss + cfg.kl_penalty * (p * gap).sum() / count
+    return loss, cql, taken.detach().sum() / count
+
+
+def _soft_update_loss(logits, stats, target_logits, tokens, action_mask, rewards, cfg):
+    """:func:`update_loss` for soft targets, from the reference's two numbers per position:
+    no vocabulary-sized tensor but the two models' logits (see :func:`reference_stats`)."""
+    beta, actions = cfg.beta, tokens[:, 1:]
+    ref_taken, ref_lse = stats[:, :-1, 0], stats[..., 1]
+    mask = action_mask[:, 1:].to(logits.dtype)
+    rows = mask.bool()
+    count = rows.sum().clamp(min=1)
+    q_taken = beta * (logits[:, :-1].gather(-1, actions[..., None]).squeeze(-1) - ref_taken)
+    with torch.no_grad():
+        target_taken = target_logits[:, :-1].gather(-1, actions[..., None]).squeeze(-1)
+        next_q_taken = beta * (target_taken - ref_taken)[:, 1:]  # Qbar(s_{t+1}, a_{t+1})
+        next_q_taken = torch.cat([next_q_taken, torch.zeros_like(next_q_taken[:, :1])], 1)
+        next_value = beta * (torch.logsumexp(target_logits[:, 1:], -1) - ref_lse[:, 1:])
+        later = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        targets = lambda_returns(
+            rewards[:, 1:], next_value, next_q_taken, mask * (1.0 - later), cfg.gamma, cfg.lam, mask
+        )
+    taken = q_taken[rows]
+    loss = F.mse_loss(taken, targets[rows], reduction="sum") / count
+    cql = torch.zeros((), device=logits.device)
+    if cfg.cql_alpha > 0:  # V(s) - Q(s, a), V the online soft value
+        value = beta * (torch.logsumexp(logits[:, :-1][rows], -1) - ref_lse[:, :-1][rows])
+        cql = (value - taken).sum() / count
+        loss = loss + cfg.cql_alpha * cql
     return loss, cql, taken.detach().sum() / count
 
 

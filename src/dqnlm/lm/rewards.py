@@ -68,6 +68,19 @@ def parse_reward(spec: str, trust_code: bool = False) -> Reward:
     raise DQNLMError(f"unknown reward {spec!r}; valid rewards: {valid}, or module:function")
 
 
+def score_texts(reward: Reward, spec: str, texts: list[str]):
+    """``reward(texts)`` as a float32 tensor, refused in one line unless it is one finite
+    float per text."""
+    import torch
+
+    scores = torch.tensor(reward(texts), dtype=torch.float32)
+    if scores.shape != (len(texts),) or not torch.isfinite(scores).all():
+        raise DQNLMError(
+            f"reward {spec!r} must return one finite float per text, got {scores.tolist()[:8]}"
+        )
+    return scores
+
+
 def reward_module(spec: str) -> str | None:
     """The module a reward spec would import (``module:function``), or None for built-ins."""
     name, colon, _ = spec.strip().partition(":")

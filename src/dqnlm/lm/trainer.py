@@ -32,22 +32,23 @@ from dqnlm.lm.generation import (
     encode_prompts,
     format_prompts,
     forward_logits,
-    sample,
+    sample_with,
 )
 from dqnlm.lm.models import (
     add_lora,
-    check_dtype,
-    check_model_fits,
     context_length,
     is_adapter,
-    load_model,
-    load_tokenizer,
+    load_checked,
     reference_of,
-    resolve_model_source,
 )
-from dqnlm.lm.qlearning import sequence_kl, update_loss
+from dqnlm.lm.qlearning import (
+    needs_reference_logits,
+    reference_stats,
+    sequence_kl,
+    update_loss,
+)
 from dqnlm.lm.quiet import quiet_transformers
-from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path
+from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path, score_texts
 from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
 from dqnlm.resources import DoesNotFit, check_fits, human_bytes
 from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
@@ -69,23 +70,27 @@ COLUMNS = (
 
 
 class SequenceReplay:
-    """Fixed-width token sequences with their action masks and per-token rewards."""
+    """Fixed-width token sequences with their action masks, per-token rewards and the
+    frozen reference's two numbers per position (:func:`reference_stats`), so a soft TD
+    update needs no reference forward."""
 
-    FIELDS = ("tokens", "attention", "actions", "rewards")
+    FIELDS = ("tokens", "attention", "actions", "rewards", "reference")
 
     def __init__(self, capacity: int, width: int, seed: int = 0) -> None:
         self.tokens = torch.zeros(capacity, width, dtype=torch.long)
         self.attention = torch.zeros(capacity, width, dtype=torch.long)
         self.actions = torch.zeros(capacity, width)
         self.rewards = torch.zeros(capacity, width)
+        self.reference = torch.zeros(capacity, width, 2)
         self.capacity, self.pos, self.size = capacity, 0, 0
         self.rng = np.random.default_rng(seed)
 
-    def add(self, batch: TokenBatch, rewards: torch.Tensor) -> None:
+    def add(self, batch: TokenBatch, rewards: torch.Tensor, reference: torch.Tensor) -> None:
         n = len(batch.tokens)
         slots = torch.from_numpy((self.pos + np.arange(n)) % self.capacity)
         self.tokens[slots], self.attention[slots] = batch.tokens.cpu(), batch.attention.cpu()
         self.actions[slots], self.rewards[slots] = batch.actions.cpu(), rewards.cpu()
+        self.reference[slots] = reference.cpu()
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
@@ -168,15 +173,13 @@ class LMTrainer(Trainer):
             if cfg.offline_data
             else None
         )
-        self.model_source = resolve_model_source(cfg.model, progress)
-        self.tokenizer = load_tokenizer(self.model_source)
         # independent streams from one run seed (dqnlm.seeding): adjacent seeds share none
         self.seeds = seed_streams(cfg.seed)
         torch.manual_seed(self.seeds.torch)
         lora = cfg.lora_rank > 0
-        check_dtype(cfg.dtype, self.device)
-        check_model_fits(self.model_source, cfg.dtype, lora, self.device)
-        model = load_model(self.model_source, cfg.dtype, self.device, trust_code)
+        self.model_source, self.tokenizer, model = load_checked(
+            cfg.model, cfg.dtype, self.device, lora, trust_code, progress
+        )
         width = cfg.prompt_tokens + cfg.new_tokens
         limit = context_length(model)
         if limit is not None and width > limit:
@@ -215,7 +218,7 @@ class LMTrainer(Trainer):
         vocab = model.get_output_embeddings().weight.shape[0]
         rows = max(cfg.prompts_per_round, cfg.batch_size)
         logits = 8 * 4 * rows * width * vocab
-        replay = cfg.replay_capacity * width * 24  # tokens, attention, actions, rewards
+        replay = cfg.replay_capacity * width * 32  # tokens, attention, actions, rewards, ref
         what = (
             f"prompts_per_round={cfg.prompts_per_round}, batch_size={cfg.batch_size} and "
             f"replay_capacity={cfg.replay_capacity} (texts of {width} tokens, a vocabulary "
@@ -243,36 +246,32 @@ class LMTrainer(Trainer):
             completion[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         batch = assemble(prompt, prompt_attention, completion, tok.eos_token_id)
         scores = torch.tensor([float(r["reward"]) for r in rows])
-        self.replay.add(batch, sequence_rewards(batch, scores))
+        self.replay.add(batch, sequence_rewards(batch, scores), self._reference_stats(batch))
+
+    @torch.no_grad()
+    def _reference_stats(self, batch: TokenBatch, chunk: int = 64) -> torch.Tensor:
+        """:func:`reference_stats` of a batch, ``chunk`` sequences per forward."""
+        stats = []
+        for start in range(0, len(batch.tokens), chunk):
+            rows = slice(start, start + chunk)
+            tokens = batch.tokens[rows].to(self.device)
+            ref_logits = forward_logits(
+                self.reference, tokens, batch.attention[rows].to(self.device)
+            )
+            stats.append(reference_stats(ref_logits, tokens).cpu())
+        return torch.cat(stats)
 
     def score(self, texts: list[str]) -> torch.Tensor:
-        scores = torch.tensor(self.reward(texts), dtype=torch.float32)
-        if scores.shape != (len(texts),) or not torch.isfinite(scores).all():
-            raise DQNLMError(
-                f"reward {self.config.reward!r} must return one finite float per text, "
-                f"got {scores.tolist()[:8]}"
-            )
-        return scores
+        return score_texts(self.reward, self.config.reward, texts)
 
     def generate(self, prompts: list[str]) -> TokenBatch:
-        cfg = self.config
-        return sample(
-            self.model,
-            self.tokenizer,
-            format_prompts(self.tokenizer, prompts, cfg.chat_template),
-            cfg.prompt_tokens,
-            cfg.new_tokens,
-            cfg.min_new_tokens,
-            cfg.temperature,
-            cfg.top_k,
-            cfg.top_p,
-        )
+        return sample_with(self.config, self.model, self.tokenizer, prompts)
 
     # -------------------------------------------------------------- learning
     def _update(self) -> tuple[float, float, float]:
         """One TD update on a replayed batch; returns (td_loss, cql_loss, mean Q taken)."""
         cfg = self.config
-        tokens, attention, actions, rewards = (
+        tokens, attention, actions, rewards, reference = (
             t.to(self.device) for t in self.replay.sample(cfg.batch_size)
         )
         if cfg.gradient_checkpointing:
@@ -280,13 +279,14 @@ class LMTrainer(Trainer):
         logits = forward_logits(self.model, tokens, attention)
         self.model.eval()
         with torch.no_grad():
-            ref_logits = forward_logits(self.reference, tokens, attention)
+            if needs_reference_logits(cfg):  # else the replayed stats serve (no forward)
+                reference = forward_logits(self.reference, tokens, attention)
             if cfg.target_update == "none":
                 target_logits = logits.detach()
             else:
                 target_logits = forward_logits(self.target, tokens, attention)
         loss, cql, mean_q = update_loss(
-            logits, ref_logits, target_logits, tokens, actions, rewards, cfg
+            logits, reference, target_logits, tokens, actions, rewards, cfg
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -300,9 +300,9 @@ class LMTrainer(Trainer):
         return tuple(torch.stack([loss.detach(), cql.detach(), mean_q.detach()]).tolist())
 
     @torch.no_grad()
-    def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generate and score one round of texts; returns (batch, per-token rewards, scores,
-        per-text KL)."""
+        per-text KL, reference stats)."""
         cfg = self.config
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
         try:
@@ -315,7 +315,8 @@ class LMTrainer(Trainer):
             scores = self.score(decode_completions(self.tokenizer, batch))
             rewards = sequence_rewards(batch, scores)
         ref_logits = forward_logits(self.reference, batch.tokens, batch.attention)
-        return batch, rewards, scores, sequence_kl(ref_logits, batch)
+        stats = reference_stats(ref_logits, batch.tokens)
+        return batch, rewards, scores, sequence_kl(ref_logits, batch), stats
 
     def shaped_rewards(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token rewards shaped by the potential ``Phi(prefix) = R(prefix)`` (Ng et al.
@@ -360,9 +361,9 @@ class LMTrainer(Trainer):
                 cfg.max_seconds and run.seconds() >= cfg.max_seconds
             ):
                 started = time.perf_counter()
-                batch, rewards, scores, kl = self._collect()
+                batch, rewards, scores, kl, reference = self._collect()
                 if not cfg.offline_data:
-                    self.replay.add(batch, rewards)
+                    self.replay.add(batch, rewards, reference)
                 results = []
                 for _ in range(cfg.updates_per_round):
                     results.append(self._update())
