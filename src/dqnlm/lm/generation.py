@@ -107,10 +107,23 @@ def positions(attention: torch.Tensor) -> torch.Tensor:
     return (attention.cumsum(-1) - 1).clamp(min=0)
 
 
-def forward_logits(model, tokens: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """Logits at every position, in float32; position ``j`` scores token ``j + 1``."""
-    out = model(input_ids=tokens, attention_mask=attention, position_ids=positions(attention))
-    return out.logits.float()
+def forward_logits(
+    model, tokens: torch.Tensor, attention: torch.Tensor, last: int = 0, skip_head: bool = False
+) -> torch.Tensor:
+    """Logits in float32, at every position or at the ``last`` ones; position ``j`` scores
+    token ``j + 1``. ``skip_head``: the model takes ``logits_to_keep`` (see
+    :func:`keeps_logits`), so it runs its output layer on those positions only."""
+    extra = {"logits_to_keep": last} if last and skip_head else {}
+    out = model(
+        input_ids=tokens, attention_mask=attention, position_ids=positions(attention), **extra
+    )
+    return (out.logits[:, -last:] if last else out.logits).float()
+
+
+def keeps_logits(model) -> bool:
+    """Whether ``model`` can skip its output layer at positions whose logits are not needed
+    (``logits_to_keep``): on a small model the vocabulary projection is much of the cost."""
+    return "logits_to_keep" in _forward_arguments(model)
 
 
 def sampling_logprobs(

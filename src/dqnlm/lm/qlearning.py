@@ -196,8 +196,10 @@ def _soft_update_loss(logits, stats, target_logits, tokens, action_mask, rewards
 def sequence_kl(ref_logits: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
     """Per-text sum over generated tokens of log pi(a|s) - log pi_ref(a|s), where pi is the
     distribution each token was drawn from (temperature, top-k, top-p and min_new_tokens
-    included): a sample of the sequence KL(pi || pi_ref) in nats."""
-    taken = batch.tokens[:, 1:, None]
+    included): a sample of the sequence KL(pi || pi_ref) in nats. ``ref_logits`` may cover
+    the last positions only, from the last prompt position on."""
+    window = ref_logits.shape[1]
+    taken = batch.tokens[:, -window + 1 :, None]
     ref_logp = torch.log_softmax(ref_logits[:, :-1], -1).gather(-1, taken).squeeze(-1)
-    generated = batch.actions[:, 1:].bool()  # select, not multiply: padding may hold -inf - -inf
-    return torch.where(generated, batch.logprobs[:, 1:] - ref_logp, 0.0).sum(1)
+    generated = batch.actions[:, -window + 1 :].bool()  # select: padding may hold -inf - -inf
+    return torch.where(generated, batch.logprobs[:, -window + 1 :] - ref_logp, 0.0).sum(1)

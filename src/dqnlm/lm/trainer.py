@@ -32,6 +32,7 @@ from dqnlm.lm.generation import (
     encode_prompts,
     format_prompts,
     forward_logits,
+    keeps_logits,
     sample_with,
 )
 from dqnlm.lm.models import (
@@ -191,6 +192,8 @@ class LMTrainer(Trainer):
             enable_gradient_checkpointing(model)
         self.model = add_lora(model, cfg.lora_rank, cfg.lora_alpha) if lora else model
         self.reference = reference_of(self.model, lora)
+        # updates need logits from the last prompt position on: the state of the first action
+        self.window, self.skip_head = cfg.new_tokens + 1, keeps_logits(self.model)
         self.target = TargetNetwork(
             self.model,
             cfg.target_update,
@@ -254,12 +257,9 @@ class LMTrainer(Trainer):
         stats = []
         for start in range(0, len(batch.tokens), chunk):
             rows = slice(start, start + chunk)
-            tokens = batch.tokens[rows].to(self.device)
-            ref_logits = forward_logits(
-                self.reference, tokens, batch.attention[rows].to(self.device)
-            )
-            stats.append(reference_stats(ref_logits, tokens).cpu())
-        return torch.cat(stats)
+            tokens, attention = batch.tokens[rows], batch.attention[rows]
+            stats.append(self._reference_pass(tokens.to(self.device), attention.to(self.device))[0])
+        return torch.cat(stats).cpu()
 
     def score(self, texts: list[str]) -> torch.Tensor:
         return score_texts(self.reward, self.config.reward, texts)
@@ -274,20 +274,23 @@ class LMTrainer(Trainer):
         tokens, attention, actions, rewards, reference = (
             t.to(self.device) for t in self.replay.sample(cfg.batch_size)
         )
+        window = (tokens, attention, self.window, self.skip_head)
         if cfg.gradient_checkpointing:
             self.model.train()  # transformers checkpoints in training mode only (no dropout)
-        logits = forward_logits(self.model, tokens, attention)
+        logits = forward_logits(self.model, *window)
         self.model.eval()
         with torch.no_grad():
             if needs_reference_logits(cfg):  # else the replayed stats serve (no forward)
-                reference = forward_logits(self.reference, tokens, attention)
+                reference = forward_logits(self.reference, *window)
             if cfg.target_update == "none":
                 target_logits = logits.detach()
             else:
-                target_logits = forward_logits(self.target, tokens, attention)
+                target_logits = forward_logits(self.target, *window)
+        last = slice(-self.window, None)
         loss, cql, mean_q = update_loss(
-            logits, reference, target_logits, tokens, actions, rewards, cfg
-        )
+            logits, reference[:, last], target_logits, tokens[:, last], actions[:, last],
+            rewards[:, last], cfg,
+        )  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.weights.grads_to_master()
@@ -302,7 +305,7 @@ class LMTrainer(Trainer):
     @torch.no_grad()
     def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generate and score one round of texts; returns (batch, per-token rewards, scores,
-        per-text KL, reference stats)."""
+        reference stats, per-text KL)."""
         cfg = self.config
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
         try:
@@ -314,9 +317,15 @@ class LMTrainer(Trainer):
         else:
             scores = self.score(decode_completions(self.tokenizer, batch))
             rewards = sequence_rewards(batch, scores)
-        ref_logits = forward_logits(self.reference, batch.tokens, batch.attention)
-        stats = reference_stats(ref_logits, batch.tokens)
-        return batch, rewards, scores, sequence_kl(ref_logits, batch), stats
+        return (batch, rewards, scores, *self._reference_pass(batch.tokens, batch.attention, batch))
+
+    def _reference_pass(self, tokens, attention, batch: TokenBatch | None = None):
+        """The reference's :func:`reference_stats` over a batch's update window (zeros on
+        the positions before it), and, given the sampled ``batch``, each text's KL."""
+        ref_logits = forward_logits(self.reference, tokens, attention, self.window, self.skip_head)
+        stats = torch.zeros(*tokens.shape, 2, device=tokens.device)
+        stats[:, -self.window :] = reference_stats(ref_logits, tokens[:, -self.window :])
+        return stats, None if batch is None else sequence_kl(ref_logits, batch)
 
     def shaped_rewards(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token rewards shaped by the potential ``Phi(prefix) = R(prefix)`` (Ng et al.
@@ -361,7 +370,7 @@ class LMTrainer(Trainer):
                 cfg.max_seconds and run.seconds() >= cfg.max_seconds
             ):
                 started = time.perf_counter()
-                batch, rewards, scores, kl, reference = self._collect()
+                batch, rewards, scores, reference, kl = self._collect()
                 if not cfg.offline_data:
                     self.replay.add(batch, rewards, reference)
                 results = []
@@ -422,7 +431,8 @@ class LMTrainer(Trainer):
         of 1e30): probe a few of the round's texts, so no such model is checkpointed."""
         if not self.finite():
             raise self.diverged(f"in round {self.round}: the weights are not finite")
-        logits = forward_logits(self.model, batch.tokens[:rows], batch.attention[:rows])
+        probe = (batch.tokens[:rows], batch.attention[:rows], self.window, self.skip_head)
+        logits = forward_logits(self.model, *probe)
         if not torch.isfinite(logits).all():
             raise self.diverged(f"in round {self.round}: the logits are not finite")
 
