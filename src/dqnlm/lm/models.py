@@ -352,7 +352,8 @@ def add_lora(model, rank: int, alpha: float):
     except ImportError:
         raise DQNLMError("lora_rank > 0 needs peft: pip install 'dqnlm[lm]'") from None
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear")
-    return get_peft_model(model, config).eval()
+    with quiet_transformers():  # peft asks a deprecated transformers property: a FutureWarning
+        return get_peft_model(model, config).eval()
 
 
 def is_adapter(name: str) -> bool:

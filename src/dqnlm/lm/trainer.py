@@ -36,6 +36,7 @@ from dqnlm.lm.generation import (
     sample_with,
 )
 from dqnlm.lm.models import (
+    NAMED_MODELS,
     add_lora,
     context_length,
     is_adapter,
@@ -178,9 +179,12 @@ class LMTrainer(Trainer):
         self.seeds = seed_streams(cfg.seed)
         torch.manual_seed(self.seeds.torch)
         lora = cfg.lora_rank > 0
-        self.model_source, self.tokenizer, model = load_checked(
+        source, self.tokenizer, model = load_checked(
             cfg.model, cfg.dtype, self.device, lora, trust_code, progress
         )
+        # what a checkpoint names: a named model by its name (found again by its hash on
+        # resume, like the embedded default's folder), anything else by what was loaded
+        self.model_source = cfg.model if cfg.model in NAMED_MODELS else source
         width = cfg.prompt_tokens + cfg.new_tokens
         limit = context_length(model)
         if limit is not None and width > limit:
