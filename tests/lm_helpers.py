@@ -80,3 +80,48 @@ def toy_config(model: Path, prompts: Path, **overrides):
         checkpoint_every=10,
     )
     return LMConfig(**{**values, **overrides})
+
+
+# ---------------------------------------------------------------- a tiny Llama with a chat
+ROLE_MARKERS = ["<|user|>", "<|assistant|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|> {{ m.content }} <|end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_llama(chat_template: str | None = CHAT_TEMPLATE, seed: int = 0):
+    """A random 1-layer ``LlamaForCausalLM`` (hidden 32, 2 heads) on :data:`WORDS` plus the
+    role markers (special tokens), its tokenizer given ``chat_template`` (None: none)."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(WORDS + ROLE_MARKERS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="a"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens([AddedToken(m, special=True) for m in ROLE_MARKERS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")  # no pad token
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config), tokenizer
+
+
+def save_tiny_llama(directory: Path, chat_template: str | None = CHAT_TEMPLATE) -> Path:
+    model, tokenizer = tiny_llama(chat_template)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
