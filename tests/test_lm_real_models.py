@@ -254,13 +254,6 @@ def ema_mismatch(trainer, masters, start, tau) -> dict[str, float]:
     return worst
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: TargetNetwork lerps toward the bfloat16-rounded online weights "
-    "(core/target.py: _online_tensors are the model's parameters), not toward the float32 "
-    "masters the optimizer steps (trainer.weights.master); weights near 1 (norms) lag by "
-    "up to ~19% of the distance moved",
-)
 @pytest.mark.parametrize("model", ["gpt2", "llama"])
 def test_bfloat16_target_moves_as_an_fp32_ema_of_the_masters(config, tmp_path, model):
     tau = 0.25
@@ -370,12 +363,6 @@ def test_a_small_max_seconds_on_the_real_clock_stops_early(config, tmp_path):
     assert trainer.elapsed >= 0.02  # the checkpoint's clock: the budget was spent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a budget that runs out before the first round leaves metrics.csv empty "
-    "and learn() fails in plot_lm_run (trainer.py) with \"metrics.csv has no column 'step'; "
-    'is it a dqnlm metrics file?"; the run directory is removed',
-)
 def test_a_budget_spent_before_the_first_round_still_ends_cleanly(config, tmp_path):
     run = tmp_path / "run"
     trainer = LMTrainer(config("gpt2", rounds=1000, max_seconds=1e-9), run, progress=False)

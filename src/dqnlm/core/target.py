@@ -9,7 +9,7 @@ unchanged because the counter is saved with the run.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -62,6 +62,7 @@ class TargetNetwork:
         period: int = 1,
         tau: float = 1.0,
         only: Callable[[str], bool] | None = None,
+        masters: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """``only(name)`` selects the parameters the target lags (e.g. LoRA adapters).
 
@@ -69,6 +70,10 @@ class TargetNetwork:
         selected parameters alone and calls the online network with them substituted
         (``torch.func.functional_call``), sharing every other (frozen) parameter; the
         online network's own weights are never touched.
+
+        ``masters`` maps names of low-precision online parameters to the float32 masters
+        the optimizer steps (:class:`dqnlm.core.precision.MasterWeights`): the target
+        follows those, as an all-float32 run's would, not their bfloat16 roundings.
         """
         if mode not in TARGET_MODES:
             raise ValueError(f"unknown target mode {mode!r}; choose one of {TARGET_MODES}")
@@ -90,16 +95,20 @@ class TargetNetwork:
             self.module = copy.deepcopy(online).requires_grad_(False)
             self._names = [name for name, _ in self.module.named_parameters()]
             self._names += [n for n, b in self.module.named_buffers() if b.is_floating_point()]
-        if self._shadow:
-            params = dict(online.named_parameters())
-            self._online_tensors = [params[name] for name in self._names]
-            self._target_tensors = [p.detach().clone() for p in self._online_tensors]
+        named_params = dict(online.named_parameters())
+        named = dict(named_params)
+        named.update((n, b) for n, b in online.named_buffers() if b.is_floating_point())
+        named.update(masters or {})
+        self._online_tensors = [named[name] for name in self._names]
+        if self._shadow:  # in the online parameters' own dtype, for functional_call
+            self._target_tensors = [named_params[name].detach().clone() for name in self._names]
         else:
             self._target_tensors = _float_state(self.module)
-            self._online_tensors = _float_state(online)
         # the EMA runs on the masters; low-precision targets receive the rounded result
         self._master = [master_of(t) for t in self._target_tensors]
         self._low = [(t, m) for t, m in zip(self._target_tensors, self._master) if m is not t]
+        if masters:
+            self.sync()  # start from the online masters themselves, not their roundings
 
     def update(self, num_updates: int) -> bool:
         """Apply the rule if ``num_updates`` (gradient updates so far) is a multiple of the

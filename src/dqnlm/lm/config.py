@@ -59,7 +59,8 @@ class LMConfig:
     """Training length, in rounds (online: generate a batch, then update)."""
     max_seconds: float = 0.0
     """Also stop once training has run this many seconds (wall-clock, resumes included),
-    checkpoint, and evaluate as usual: equal time budgets across methods; 0: no limit."""
+    checkpoint, and evaluate as usual (checked after each round, so every call trains at
+    least one): equal time budgets across methods; 0: no limit."""
     prompts_per_round: int = 64
     """Texts generated per round."""
     prompt_tokens: int = 16

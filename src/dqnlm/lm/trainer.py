@@ -198,15 +198,17 @@ class LMTrainer(Trainer):
         self.reference = reference_of(self.model, lora)
         # updates need logits from the last prompt position on: the state of the first action
         self.window, self.skip_head = cfg.new_tokens + 1, keeps_logits(self.model)
+        # AdamW steps float32 masters of bfloat16 weights: its small steps would round away
+        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.weights = MasterWeights([p for _, p in trained])
         self.target = TargetNetwork(
             self.model,
             cfg.target_update,
             cfg.target_update_period,
             cfg.tau,
             only=is_adapter if lora else None,
+            masters={n: m for (n, p), m in zip(trained, self.weights.master) if m is not p},
         )
-        # AdamW steps float32 masters of bfloat16 weights: its small steps would round away
-        self.weights = MasterWeights([p for p in self.model.parameters() if p.requires_grad])
         self.optimizer = torch.optim.AdamW(self.weights.master, lr=cfg.learning_rate)
         self.rng = np.random.default_rng(self.seeds.train)  # prompts of each round
         capacity = len(offline) if offline else cfg.replay_capacity
@@ -370,9 +372,7 @@ class LMTrainer(Trainer):
             progress=progress, tensorboard=tensorboard, tb_prefix="lm",
         )  # fmt: skip
         with run:
-            while self.round < cfg.rounds and not (
-                cfg.max_seconds and run.seconds() >= cfg.max_seconds
-            ):
+            while self.round < cfg.rounds:
                 started = time.perf_counter()
                 batch, rewards, scores, reference, kl = self._collect()
                 if not cfg.offline_data:
@@ -412,6 +412,8 @@ class LMTrainer(Trainer):
                 ):
                     run.checkpoint()
                 run.safe_point()
+                if out_of_time:  # checked after a round: every call trains at least one
+                    break
             run.loop_done()
             plot_lm_run(self.run_dir)
             self.save_model(self.run_dir / "model")
