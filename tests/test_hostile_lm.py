@@ -347,3 +347,45 @@ def test_an_interrupt_saves_a_checkpoint_that_resumes(files, tmp_path, capsys, m
     assert main(resume) == 0
     assert "resuming" in capsys.readouterr().out
     assert LMTrainer.load(run, trust_code=True).round == 3
+
+
+def test_a_model_folder_that_is_not_a_causal_lm_is_one_line(files, tmp_path, capsys):
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path / "vit"
+    config = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=8, image_size=4, patch_size=2)  # fmt: skip
+    ViTModel(config).save_pretrained(folder)
+    save_tiny_lm(tmp_path / "tok")  # a tokenizer, so the weights are what fails
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tmp_path / "tok" / name).read_bytes())
+    run = tmp_path / "run"
+    capsys.readouterr()  # the saves' own progress bars
+    line = one_error(capsys, train_args(files, run, "--model", str(folder)))
+    assert f"cannot load a causal LM from {folder}" in line and "ViTConfig" in line
+    assert not run.exists()
+
+
+def test_a_truncated_gguf_file_is_one_line(files, tmp_path, capsys):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 20)
+    run = tmp_path / "run"
+    line = one_error(capsys, train_args(files, run, "--model", str(gguf)))
+    assert str(gguf) in line and not run.exists()
+
+
+def test_a_chat_template_that_fails_is_one_line_naming_the_switch(files, tmp_path, capsys):
+    folder = save_tiny_lm(tmp_path / "model")
+    config_file = folder / "tokenizer_config.json"
+    import json
+
+    values = json.loads(config_file.read_text())
+    values["chat_template"] = "{{ raise_exception('no user turns here') }}"
+    config_file.write_text(json.dumps(values))
+    run = tmp_path / "run"
+    capsys.readouterr()
+    line = one_error(capsys, train_args(files, run, "--model", str(folder)))
+    assert "chat template failed" in line and "chat_template=false" in line
+    assert "no user turns here" in line and not run.exists()
+    capsys.readouterr()
+    assert main(train_args(files, run, "--model", str(folder), "--set", "chat_template=false")) == 0
