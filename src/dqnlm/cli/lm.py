@@ -205,7 +205,7 @@ def cmd_train(args) -> int:
         print(
             f"held-out: reward {result['reward']:+.3f}  KL {result['kl']:.2f} nats  "
             f"distinct-2 {result['distinct_2']:.3f}  ref perplexity {result['ref_perplexity']:.1f}  "
-            f"(n={result['n']})"
+            f"(n={result['n']});  peak memory {result['peak_memory_mb']:,.0f} MiB"
         )
     print(f"run directory: {trainer.run_dir}")
     return 0

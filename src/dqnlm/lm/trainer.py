@@ -425,7 +425,8 @@ class LMTrainer(Trainer):
             prompts = load_prompts(cfg.eval_set)
             result = evaluate(self, prompts, cfg.eval_prompts, progress=progress)
             result.update(rounds=self.round, tokens=self.tokens, seconds=run.seconds())
-            run.finish({**result, **peak_memory(self.device)})
+            result.update(peak_memory(self.device))
+            run.finish(result)
         return result
 
     def where(self) -> str:
