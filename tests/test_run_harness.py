@@ -149,7 +149,7 @@ def _no_time(run_dir: Path) -> list[dict]:
 
 
 def _same_but_time(a: dict, b: dict) -> bool:
-    drop = ("train_seconds", "tokens_per_s")
+    drop = ("train_seconds", "tokens_per_s", "peak_memory_mb", "peak_gpu_memory_mb")
     return {k: v for k, v in a.items() if k not in drop} == {
         k: v for k, v in b.items() if k not in drop
     }

@@ -424,7 +424,7 @@ class LMTrainer(Trainer):
 
             prompts = load_prompts(cfg.eval_set)
             result = evaluate(self, prompts, cfg.eval_prompts, progress=progress)
-            result.update(rounds=self.round, tokens=self.tokens, seconds=run.seconds())
+            result.update(rounds=self.round, tokens=self.tokens, train_seconds=run.seconds())
             result.update(peak_memory(self.device))
             run.finish(result)
         return result
