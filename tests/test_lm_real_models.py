@@ -339,7 +339,7 @@ def test_max_seconds_stops_checkpoints_and_evaluates(config, files, tmp_path, mo
     assert latest == "step-0000000003.json"  # out of time: checkpointed though not due
     saved = json.loads((run / "eval.json").read_text())
     assert saved["rounds"] == result["rounds"] == 3 and saved["n"] == 2
-    assert saved["peak_memory_mb"] > 0 and saved["seconds"] == 3.0
+    assert saved["peak_memory_mb"] > 0 and saved["train_seconds"] == 3.0
 
     rows = read_metrics(run / "metrics.csv")
     tokens = [int(r["tokens"]) for r in rows]
