@@ -512,7 +512,7 @@ def fake_named(tmp_path, monkeypatch):
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(lm_models, "_auto", no_conversion)  # used by the conversion only
+    monkeypatch.setattr(lm_models, "atomic_dir", no_conversion)  # a conversion writes with it
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
     return gguf, digest, tmp_path / "cache" / "models" / f"fake-model-{digest[:12]}"
 

@@ -170,14 +170,8 @@ def cmd_train(args) -> int:
         common.refuse_config_with_resume(args, ("rounds", "device"), ("preset", "model", "reward"))
         run_dir = args.resume
     else:
-        config = common.layer_config(
-            _lm_import("config").preset_config(args.preset),
-            args.config,
-            args.overrides,
-            {"seed": args.seed, "rounds": args.rounds, "device": args.device},
-            before_set={"model": args.model, "reward": args.reward},
-            check_file=lambda values, source: _check_file_reward(values, source, args.trust_code),
-        ).validate()
+        given = {"seed": args.seed, "rounds": args.rounds, "device": args.device}
+        config = _layered_config(args, given).validate()
         name = f"lm-{args.preset or 'custom'}"
         run_dir = args.run_dir or common.default_run_dir(name, config.seed)
     flags = {"rounds": args.rounds, "device": args.device}
@@ -242,15 +236,20 @@ def _untuned(args, evaluate):
     """The ``--model`` of ``lm eval``, with the sampling settings a run would use."""
     if args.run_dir is not None:
         raise DQNLMError(f"give either RUN_DIR ({args.run_dir}) or --model, not both")
-    config = common.layer_config(
+    config = _layered_config(args, {"device": args.device})
+    return evaluate.ModelPolicy(config, args.trust_code, progress=not args.no_progress)
+
+
+def _layered_config(args, flags: dict):
+    """An LMConfig from --preset, --config, --model/--reward, --set, then ``flags``."""
+    return common.layer_config(
         _lm_import("config").preset_config(args.preset),
         args.config,
         args.overrides,
-        {"device": args.device},
+        flags,
         before_set={"model": args.model, "reward": args.reward},
         check_file=lambda values, source: _check_file_reward(values, source, args.trust_code),
     )
-    return evaluate.ModelPolicy(config, args.trust_code, progress=not args.no_progress)
 
 
 def _prompt_run(args):

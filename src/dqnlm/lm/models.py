@@ -99,10 +99,10 @@ def named_model_dir(name: str) -> Path:
         return out
     print(f"converting {gguf.name} to a cached model directory {out} (once)", file=sys.stderr)
     check_fits(4 * gguf_parameters(gguf) * 2, f"converting {gguf.name}")
-    tokenizer = _from_pretrained(_auto("AutoTokenizer"), str(gguf), allow_pickles=False)
-    model = _from_pretrained(
-        _auto("AutoModelForCausalLM"), str(gguf), allow_pickles=False, dtype=torch.float32
-    )
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, str(gguf), allow_pickles=False)
+    model = load_model(str(gguf))  # float32, dequantised
     # transformers dequantised every weight but still calls the model GGUF-quantised
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -113,12 +113,6 @@ def named_model_dir(name: str) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / CONVERTED).write_text(json.dumps({"source": str(gguf), "sha256": digest}))
     return out
-
-
-def _auto(name: str):
-    import transformers
-
-    return getattr(transformers, name)
 
 
 def gguf_parameters(path: Path) -> int:
@@ -170,15 +164,21 @@ def check_model_fits(source: str, dtype: str, lora: bool, device: torch.device) 
     size = DTYPES[dtype].itemsize
     copies = size if lora else 2 * size + 4 * 4 + (4 if size < 4 else 0)
     what = f"model {source} ({n / 1e6:.0f}M weights, {dtype}{', LoRA' if lora else ''})"
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-        if n * copies > 0.9 * free:
-            raise DoesNotFit(
-                f"{what} needs about {human_bytes(n * copies)} of GPU memory, but only "
-                f"{human_bytes(free)} is free"
-            )
+    fits_on(device, n * copies, what)
+
+
+def fits_on(device: torch.device, estimate: float, what: str) -> None:
+    """Refuse ``what`` in one line if ``estimate`` bytes exceed 90% of the device's free
+    memory (GPU memory on CUDA, RAM otherwise)."""
+    if device.type != "cuda":
+        check_fits(estimate, what)
         return
-    check_fits(n * copies, what)
+    free = torch.cuda.mem_get_info(device)[0]
+    if estimate > 0.9 * free:
+        raise DoesNotFit(
+            f"{what} needs about {human_bytes(estimate)} of GPU memory, but only "
+            f"{human_bytes(free)} is free; reduce it"
+        )
 
 
 def check_dtype(dtype: str, device: torch.device) -> None:

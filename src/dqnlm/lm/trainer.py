@@ -39,6 +39,7 @@ from dqnlm.lm.models import (
     NAMED_MODELS,
     add_lora,
     context_length,
+    fits_on,
     is_adapter,
     load_checked,
     reference_of,
@@ -52,7 +53,7 @@ from dqnlm.lm.qlearning import (
 from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lm.rewards import check_reward_module, parse_reward, reward_path, score_texts
 from dqnlm.metrics import numeric_rows, pyplot, save_figure, series
-from dqnlm.resources import DoesNotFit, check_fits, human_bytes
+from dqnlm.resources import check_fits
 from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 from dqnlm.trust import check_inside
@@ -233,13 +234,8 @@ class LMTrainer(Trainer):
             f"replay_capacity={cfg.replay_capacity} (texts of {width} tokens, a vocabulary "
             f"of {vocab})"
         )
-        if self.device.type == "cuda":
-            free = torch.cuda.mem_get_info(self.device)[0]
-            if logits > 0.9 * free:
-                raise DoesNotFit(
-                    f"{what} need about {human_bytes(logits)} of GPU memory, but only "
-                    f"{human_bytes(free)} is free; reduce them"
-                )
+        if self.device.type == "cuda":  # the logits live on the GPU, the replay in RAM
+            fits_on(self.device, logits, what)
             logits = 0
         check_fits(logits + replay, what)
 
@@ -383,8 +379,9 @@ class LMTrainer(Trainer):
                     run.check_finite(td_loss=results[-1][0])
                 td, cql, mean_q = (float(np.mean(r)) for r in zip(*results))
                 self.round += 1
-                self.tokens += int(batch.actions.sum())
-                tokens_per_s = float(batch.actions.sum()) / (time.perf_counter() - started)
+                generated = int(batch.actions.sum())
+                self.tokens += generated
+                tokens_per_s = generated / (time.perf_counter() - started)
                 values = {
                     "tokens": self.tokens,
                     "updates": self.num_updates,
