@@ -263,15 +263,15 @@ def test_bad_eval_input_is_one_line(tiny, tmp_path, capsys, args, named):
 def test_a_signalled_sweep_worker_starts_no_further_run(tiny, tmp_path, monkeypatch):
     """The pool queues more runs than it has workers; a worker that a SIGTERM stopped
     mid-run must not go on to train the next queued one."""
-    from dqnlm.experiments import sweep
+    from dqnlm.experiments import sweep, worker
 
-    monkeypatch.setattr(sweep, "_state", "idle")
+    monkeypatch.setattr(worker, "_state", "idle")
     first = sweep.Run("cartpole", "v", 0, dataclasses.asdict(tiny(total_steps=400)))
     second = sweep.Run("cartpole", "v", 1, dataclasses.asdict(tiny(total_steps=400, seed=1)))
     learn = DQN.learn
 
     def signalled(agent, **kwargs):
-        agent._update = lambda: sweep._on_signal(15, None)  # SIGTERM in the first update
+        agent._update = lambda: worker._on_signal(15, None)  # SIGTERM in the first update
         return learn(agent, **kwargs)
 
     monkeypatch.setattr(DQN, "learn", signalled)

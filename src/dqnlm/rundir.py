@@ -36,6 +36,10 @@ class RunDirError(DQNLMError):
     """A run directory cannot be used: in use, not a folder, not writable, or holds a run."""
 
 
+class RunDirInUse(RunDirError):
+    """Another live process holds the run directory's lock."""
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return (Path(run_dir) / "checkpoints" / "latest.json").is_file()
 
@@ -80,7 +84,7 @@ def _lock(run_dir: Path) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise RunDirError(
+            raise RunDirInUse(
                 f"run directory {run_dir} is in use by another dqnlm process (pid {holder})"
             ) from None
         # the previous holder unlinks the file as it lets go: then ours is a stale inode

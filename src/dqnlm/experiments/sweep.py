@@ -1,4 +1,5 @@
-"""Sweeps: a grid of environments x config variants x seeds, run in worker processes.
+"""Sweeps: a grid of environments x config variants x seeds, run in worker processes on
+this machine (``--workers``) or as Ray tasks on a cluster (``--backend ray``).
 
 A sweep file (TOML) names the grid::
 
@@ -29,24 +30,31 @@ its whole budget, so curves and areas compare.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import re
-import signal
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from dqnlm.config_io import load_toml, replace
 from dqnlm.core.checkpoint import atomic_write_text, loads_finite
 from dqnlm.errors import ConfigError, DQNLMError
-from dqnlm.experiments.trainers import TRAINERS, trainer_of
-from dqnlm.rundir import claim_run_dir, clear_run, has_checkpoint, holds_run
+from dqnlm.experiments.trainers import trainer_of
+from dqnlm.experiments.worker import execute, init_pool_worker, is_finished
+from dqnlm.rundir import claim_run_dir, holds_run
 from dqnlm.seeding import check_seed
+
+if TYPE_CHECKING:
+    from dqnlm.experiments.ray_backend import RayOptions
+
+__all__ = ["Run", "execute", "is_finished", "load_sweep", "read_spec", "runs_of", "sweep"]
 
 SPEC = "sweep.json"
 NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
@@ -241,57 +249,6 @@ def runs_of(spec: dict[str, Any]) -> list[Run]:
     ]
 
 
-def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "eval.json").is_file()
-
-
-_state = "idle"
-"""A worker's state: idle, training, or stopping (see _on_signal)."""
-
-
-def execute(run: Run, run_dir: Path, trust_code: bool = False) -> dict:
-    """Train one run to the end (in a worker process), resuming a killed one."""
-    import torch
-
-    kind = TRAINERS[run.trainer]
-    torch.set_num_threads(1)  # one core per worker: small MLPs run fastest on one thread
-    global _state
-    if _state == "stopping":  # a signal stopped this worker's last run: start no other
-        raise KeyboardInterrupt
-    _state = "training"
-    try:
-        with claim_run_dir(run_dir):
-            if has_checkpoint(run_dir):
-                trainer = kind.load(run_dir, trust_code)
-            else:
-                clear_run(run_dir, everything=True)  # killed before its first checkpoint
-                trainer = kind.trainer(kind.config(run.config, str(run_dir)), run_dir, trust_code)
-            result = trainer.learn(progress=False, tensorboard=False)
-        if result is None:  # an LM run that skips evaluation: its eval.json says so
-            result = json.loads((run_dir / "eval.json").read_text())
-    finally:
-        if _state == "training":  # "stopping" stays: the pool may hand this worker more runs
-            _state = "idle"
-    return {"run": str(run_dir), "summary": kind.summary(result)}
-
-
-def _on_signal(signum, frame) -> None:
-    """A worker's SIGINT or SIGTERM: inside a run, one KeyboardInterrupt (the trainer saves a
-    checkpoint and stops; a second signal must not cut that save short); between runs, a
-    quiet exit."""
-    global _state
-    if _state == "training":
-        _state = "stopping"
-        raise KeyboardInterrupt
-    if _state == "idle":
-        raise SystemExit(128 + signum)
-
-
-def _init_worker() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
-
-
 def check_runnable(spec: dict[str, Any]) -> None:
     """Rebuild each config and make each environment once, so that a sweep that cannot run
     fails before it writes anything."""
@@ -311,47 +268,63 @@ def sweep(
     workers: int = 2,
     progress: bool = True,
     trust_code: bool = False,
+    ray: RayOptions | None = None,
 ) -> list[Path]:
     """Run every unfinished run of ``spec`` under ``out``; returns all run directories.
-    ``trust_code`` lets a run import a module or read files outside ``out`` (dqnlm.trust)."""
+
+    ``workers`` runs go at once in a local process pool, or, with ``ray``, as Ray tasks on
+    a local Ray instance sized for ``workers`` runs or on the cluster at ``ray.address``.
+    ``trust_code`` lets a run import a module or read files outside ``out`` (dqnlm.trust).
+    """
     check_runnable(spec)
-    with claim_run_dir(out, keep_on_failure=True):
-        saved = out / SPEC
-        if saved.is_file():
-            conflict = _conflict(read_spec(out, trust_code), spec, out)
-            if conflict:
-                raise ConfigError(
-                    f"{out} holds a different sweep ({saved}: {conflict}); use another --out, "
-                    "or a sweep file that only adds envs, variants or seeds"
-                )
-        atomic_write_text(saved, json.dumps(spec, indent=1))
-        return _run_all(spec, out, workers, progress, trust_code)
+    with contextlib.ExitStack() as stack:
+        if ray is not None:  # connect (or refuse the cluster) before anything is written
+            from dqnlm.experiments import ray_backend
+
+            stack.enter_context(ray_backend.connected(ray, workers))
+        with claim_run_dir(out, keep_on_failure=True):
+            saved = out / SPEC
+            if saved.is_file():
+                conflict = _conflict(read_spec(out, trust_code), spec, out)
+                if conflict:
+                    raise ConfigError(
+                        f"{out} holds a different sweep ({saved}: {conflict}); use another "
+                        "--out, or a sweep file that only adds envs, variants or seeds"
+                    )
+            atomic_write_text(saved, json.dumps(spec, indent=1))
+            runs = runs_of(spec)
+            todo = [r for r in runs if not is_finished(r.directory(out))]
+            if ray is None:
+                results = _pool_results(todo, out, workers, trust_code)
+            else:
+                results = ray_backend.results(todo, out, ray, trust_code)
+            bar = tqdm(
+                total=len(runs), initial=len(runs) - len(todo), unit="run", disable=not progress
+            )
+            with bar, contextlib.closing(results):
+                for run, result in results:
+                    bar.set_postfix_str(
+                        f"{run.env}/{run.variant}/s{run.seed}: {result['summary']}", refresh=False
+                    )
+                    bar.update()
+    return [r.directory(out) for r in runs]
 
 
-def _run_all(
-    spec: dict[str, Any], out: Path, workers: int, progress: bool, trust_code: bool
-) -> list[Path]:
-    runs = runs_of(spec)
-    todo = [r for r in runs if not is_finished(r.directory(out))]
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", disable=not progress)
+def _pool_results(
+    todo: list[Run], out: Path, workers: int, trust_code: bool
+) -> Iterator[tuple[Run, dict]]:
+    """Each run of ``todo`` trained in a local process pool, as it finishes."""
     context = multiprocessing.get_context("spawn")  # no forked torch state in workers
-    with ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, context, initializer=init_pool_worker) as pool:
         futures = {pool.submit(execute, r, r.directory(out), trust_code): r for r in todo}
         try:
             for future in as_completed(futures):
-                run = futures[future]
-                result = future.result()
-                bar.set_postfix_str(
-                    f"{run.env}/{run.variant}/s{run.seed}: {result['summary']}", refresh=False
-                )
-                bar.update()
+                yield futures[future], future.result()
         except BaseException as e:
             for future in futures:
                 future.cancel()
-            if isinstance(e, KeyboardInterrupt):  # Ctrl-C or SIGTERM: checkpoint and stop
+            # Ctrl-C or SIGTERM here, or an error in the caller's loop: checkpoint and stop
+            if isinstance(e, (KeyboardInterrupt, GeneratorExit)):
                 for worker in multiprocessing.active_children():
                     worker.terminate()  # SIGTERM; a worker Ctrl-C reached ignores it
             raise
-        finally:
-            bar.close()
-    return [r.directory(out) for r in runs]

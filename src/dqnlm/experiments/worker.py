@@ -1,0 +1,79 @@
+"""One run of a sweep, in whatever process trains it: a local pool's worker or a Ray task.
+
+A run is finished when its ``eval.json`` exists, and is then never trained again; a run
+with a checkpoint continues from it; a run killed before its first checkpoint starts
+over. So a run handed out twice (a retried Ray task, a sweep started again) costs at
+most the steps since its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dqnlm.experiments.trainers import TRAINERS
+from dqnlm.rundir import claim_run_dir, clear_run, has_checkpoint
+
+if TYPE_CHECKING:
+    from dqnlm.experiments.sweep import Run
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "eval.json").is_file()
+
+
+_state = "idle"
+"""A worker's state: idle, training, or stopping (see _on_signal)."""
+
+
+def execute(run: Run, run_dir: Path, trust_code: bool = False, threads: int = 1) -> dict:
+    """Train one run to the end with ``threads`` torch threads, resuming a killed one;
+    a finished run is only read back."""
+    import torch
+
+    kind = TRAINERS[run.trainer]
+    if is_finished(run_dir):  # e.g. a retried task whose first try finished
+        return {"run": str(run_dir), "summary": kind.summary(_read_eval(run_dir))}
+    # small networks run fastest on one thread per run; a run given more cores uses them
+    torch.set_num_threads(threads)
+    global _state
+    if _state == "stopping":  # a signal stopped this worker's last run: start no other
+        raise KeyboardInterrupt
+    _state = "training"
+    try:
+        with claim_run_dir(run_dir):
+            if has_checkpoint(run_dir):
+                trainer = kind.load(run_dir, trust_code)
+            else:
+                clear_run(run_dir, everything=True)  # killed before its first checkpoint
+                trainer = kind.trainer(kind.config(run.config, str(run_dir)), run_dir, trust_code)
+            result = trainer.learn(progress=False, tensorboard=False)
+        if result is None:  # an LM run that skips evaluation: its eval.json says so
+            result = _read_eval(run_dir)
+    finally:
+        if _state == "training":  # "stopping" stays: the pool may hand this worker more runs
+            _state = "idle"
+    return {"run": str(run_dir), "summary": kind.summary(result)}
+
+
+def _read_eval(run_dir: Path) -> dict:
+    return json.loads((run_dir / "eval.json").read_text())
+
+
+def _on_signal(signum, frame) -> None:
+    """A worker's SIGINT or SIGTERM: inside a run, one KeyboardInterrupt (the trainer saves a
+    checkpoint and stops; a second signal must not cut that save short); between runs, a
+    quiet exit."""
+    global _state
+    if _state == "training":
+        _state = "stopping"
+        raise KeyboardInterrupt
+    if _state == "idle":
+        raise SystemExit(128 + signum)
+
+
+def init_pool_worker() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
