@@ -180,3 +180,50 @@ def test_ray_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
     assert code != 0
     assert "pip install 'dqnlm[ray]'" in one_error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_a_terminated_ray_sweep_checkpoints_its_runs_and_resumes(tmp_path, capsys):
+    """SIGTERM to the driver cancels every task: the running one saves a checkpoint where it
+    stands and stops; the same sweep started again (here on the local pool) continues it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_experiments import KILL_SWEEP, checkpoint_step, rows_up_to, wait_for
+
+    config = write(tmp_path / "kill.toml", KILL_SWEEP)
+    out = tmp_path / "out"
+    first, long = (out / "runs" / "cartpole" / v / "s0" for v in ("first", "long"))
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dqnlm", "sweep", "--config", str(config), "--out", str(out)]
+            + ["--backend", "ray", "--workers", "1", "--no-progress", "--no-report"],
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        )
+    try:
+        wait_for(first / "eval.json", proc, log, timeout=120)
+        wait_for(long / "checkpoints" / "latest.json", proc, log, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    # Ray's driver turns SIGTERM into a KeyboardInterrupt of its own: Ctrl-C's exit status
+    assert proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT), log.read_text()
+    assert not is_finished(long), "the long run finished before the signal; lengthen it"
+    assert not (long / LOCK).exists()  # its task let go of the run directory
+    kept = checkpoint_step(long)
+    assert kept % 1000 != 0  # saved where the signal found it, not only every 1,000 steps
+    rows_at_checkpoint = rows_up_to(long, kept)
+
+    assert main(["sweep", "--config", str(config), "--out", str(out), "--workers", "1"]) == 0
+    assert "3 runs finished" in capsys.readouterr().out
+    assert rows_up_to(long, kept) == rows_at_checkpoint
+    assert metric_steps(long)[0] == list(range(100, 4001, 100))

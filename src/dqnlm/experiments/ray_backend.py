@@ -20,7 +20,9 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,12 +120,18 @@ def connected(options: RayOptions, workers: int) -> Iterator[None]:
         )
     elif options.address != "auto":
         _check_reachable(options.address)
+    # ray.init installs its own SIGTERM handler (exit at once); keep dqnlm's, which stops
+    # the sweep the way Ctrl-C does: every task cancelled, running runs checkpointed
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=options.address, **settings)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as e:
         where = f"at --address {options.address}" if options.address else "locally"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DQNLMError(f"cannot start or join Ray {where}: {first}") from None
+    finally:
+        if threading.current_thread() is threading.main_thread() and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     try:
         if not _fits(ray, options):
             total = ray.cluster_resources()
