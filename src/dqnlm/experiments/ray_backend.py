@@ -27,14 +27,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dqnlm.errors import DQNLMError
-from dqnlm.experiments.worker import execute
+from dqnlm.experiments.worker import Run, execute
 from dqnlm.rundir import RunDirInUse
-
-if TYPE_CHECKING:
-    from dqnlm.experiments.sweep import Run
 
 MAX_RETRIES = 5
 """Times Ray reruns a run whose worker process or node died. A run's own error (a bad

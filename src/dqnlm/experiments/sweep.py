@@ -37,7 +37,6 @@ import multiprocessing
 import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ from dqnlm.config_io import load_toml, replace
 from dqnlm.core.checkpoint import atomic_write_text, loads_finite
 from dqnlm.errors import ConfigError, DQNLMError
 from dqnlm.experiments.trainers import trainer_of
-from dqnlm.experiments.worker import execute, init_pool_worker, is_finished
+from dqnlm.experiments.worker import Run, execute, init_pool_worker, is_finished
 from dqnlm.rundir import claim_run_dir, holds_run
 from dqnlm.seeding import check_seed
 
@@ -61,19 +60,6 @@ NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 """Env and variant names: they become directory names."""
 MAX_RUNS = 10_000
 """Runs in one sweep: far beyond any study's need, far below what a typo (1e9 seeds) asks."""
-
-
-@dataclass(frozen=True)
-class Run:
-    env: str
-    variant: str
-    seed: int
-    config: dict[str, Any]
-    """The trainer's config fields, as plain values."""
-    trainer: str = "control"
-
-    def directory(self, out: Path) -> Path:
-        return out / "runs" / self.env / self.variant / f"s{self.seed}"
 
 
 def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from dqnlm.experiments.trainers import TRAINERS
 from dqnlm.rundir import claim_run_dir, clear_run, has_checkpoint
 
-if TYPE_CHECKING:
-    from dqnlm.experiments.sweep import Run
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep's grid: env x variant x seed."""
+
+    env: str
+    variant: str
+    seed: int
+    config: dict[str, Any]
+    """The trainer's config fields, as plain values."""
+    trainer: str = "control"
+
+    def directory(self, out: Path) -> Path:
+        return out / "runs" / self.env / self.variant / f"s{self.seed}"
 
 
 def is_finished(run_dir: Path) -> bool:
