@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +218,10 @@ class _HeldSignals:
         self.previous = {}
 
     def deliver(self) -> None:
-        """Hand the held signal to the handler it was meant for (which raises)."""
+        """Hand the held signal to the handler it was meant for (which raises); a process
+        stopping because another one holds a signal stops as if terminated."""
         self.restore()
-        signal.raise_signal(self.signum)
+        signal.raise_signal(self.signum or signal.SIGTERM)
         raise KeyboardInterrupt  # that handler returned: stop anyway
 
 
@@ -244,10 +245,16 @@ class Run:
         progress: bool = True,
         tensorboard: bool = True,
         tb_prefix: str = "dqn",
+        write: bool = True,
+        agree: Callable[[bool], bool] | None = None,
     ) -> None:
+        """``write=False``: a process that trains beside the one writing the run directory
+        (data-parallel ranks but the first) writes nothing. ``agree(held)`` tells whether
+        any such process holds a signal, so all stop at the same safe point."""
         self.trainer, self.columns, self.tensorboard = trainer, columns, tensorboard
         self.tb_prefix = tb_prefix
-        self.run_dir = trainer.run_dir
+        self.run_dir = trainer.run_dir if write else None
+        self.agree = agree
         self.logger: MetricsLogger | None = None
         self.postfix: dict[str, str] = {}
         self._bar_args = dict(total=total, unit=unit, desc=desc, disable=not progress)
@@ -293,7 +300,7 @@ class Run:
 
     def _save_on_interrupt(self) -> None:
         trainer = self.trainer
-        if trainer.run_dir is None or trainer.step == 0 or self._saved_here():
+        if self.run_dir is None or trainer.step == 0 or self._saved_here():
             return
         if trainer.finite():
             self.checkpoint()
@@ -338,7 +345,10 @@ class Run:
     def safe_point(self) -> None:
         """Where a checkpoint is consistent: a held Ctrl-C / SIGTERM checkpoints here (if
         the weights are finite), then goes through, so ``--resume`` continues from here."""
-        if self.signals.signum is None:
+        held = self.signals.signum is not None
+        if self.agree is not None:
+            held = self.agree(held)
+        if not held:
             return
         if self.run_dir is not None and not self._saved_here() and self.trainer.finite():
             self.checkpoint()

@@ -62,6 +62,7 @@ def _raise_terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --processes hands on
     # schedulers send SIGTERM before they kill: treat it as Ctrl-C (a handler can only be
     # set from the main thread; the previous one is put back when main returns)
     in_main_thread = threading.current_thread() is threading.main_thread()

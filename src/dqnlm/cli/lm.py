@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -76,6 +78,14 @@ def add_lm_parser(sub) -> None:
     p.add_argument("--rounds", type=int, help="training length in rounds (also extends --resume)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     common.add_train_arguments(p, "lm-<name>", TRUST, threads=None)
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (gloo on CPU, NCCL on "
+        "GPUs, one each); prompts_per_round and batch_size must be multiples of N. "
+        "`accelerate launch --multi_gpu` and `torchrun` can start `-m dqnlm lm train` too",
+    )
 
     p = lm.add_parser(
         "eval",
@@ -164,7 +174,25 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
+    parallel = _lm_import("parallel")
+    if args.processes is not None:
+        if parallel.launched():
+            raise DQNLMError(
+                "--processes starts the processes itself: leave it out under accelerate "
+                "launch or torchrun"
+            )
+        if args.processes < 1:
+            raise DQNLMError(f"--processes must be >= 1, got {args.processes}")
     common.set_threads(args.threads)
+    if parallel.launched():  # one of several processes that a launcher started
+        group = parallel.join(args.device)
+        if not group.main:
+            try:
+                return _train_beside(args, group)
+            except parallel.PeerLost:  # the first process says why
+                return 1
+            except KeyboardInterrupt:  # stopped with the others; the first one reports it
+                return 128 + signal.SIGTERM
     trainer_mod = _lm_import("trainer")
     if args.resume:
         common.refuse_config_with_resume(args, ("rounds", "device"), ("preset", "model", "reward"))
@@ -174,6 +202,12 @@ def cmd_train(args) -> int:
         config = _layered_config(args, given).validate()
         name = f"lm-{args.preset or 'custom'}"
         run_dir = args.run_dir or common.default_run_dir(name, config.seed)
+    if args.processes is not None and args.processes > 1:
+        if not args.resume:  # cheap checks here; the processes check all the rest
+            parallel.Group(size=args.processes).check_divides(
+                prompts_per_round=config.prompts_per_round, batch_size=config.batch_size
+            )
+        return _launch(args, run_dir, parallel)
     flags = {"rounds": args.rounds, "device": args.device}
     config_cls, trainer_cls = _lm_import("config").LMConfig, trainer_mod.LMTrainer
     progress, trust = not args.no_progress, args.trust_code
@@ -192,6 +226,14 @@ def cmd_train(args) -> int:
         load=lambda: trainer_cls.load(run_dir, **flags, trust_code=trust),
         restart=restart,
     ) as trainer:
+        # data-parallel: the others build the same trainer once this one holds the run
+        trainer.group.broadcast_json(
+            {
+                "run_dir": str(run_dir),
+                "resume": trainer.last_checkpoint is not None,
+                "config": dataclasses.asdict(trainer.config),
+            }
+        )
         if trainer.last_checkpoint:
             print(f"resuming {run_dir} at round {trainer.round} of {trainer.config.rounds}")
         result = trainer.learn(progress=progress, tensorboard=not args.no_tensorboard)
@@ -202,6 +244,50 @@ def cmd_train(args) -> int:
             f"(n={result['n']});  peak memory {result['peak_memory_mb']:,.0f} MiB"
         )
     print(f"run directory: {trainer.run_dir}")
+    return 0
+
+
+def _launch(args, run_dir: Path, parallel) -> int:
+    """``--processes N``: the same command in N processes, each told the run directory
+    (so a default name is chosen once) and its share of the cores."""
+    argv = _without_processes(args.argv)
+    if not args.resume and args.run_dir is None:
+        argv += ["--run-dir", str(run_dir)]
+    threads = args.threads or parallel.default_threads(args.processes)
+    if args.threads is None:
+        argv += ["--threads", str(threads)]
+    code = parallel.launch(argv, args.processes, threads)
+    if code > 128:  # stopped by a signal: the processes checkpointed, --resume continues
+        print(f"dqnlm: stopped; continue with --resume {run_dir}", file=sys.stderr)
+    return code
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
+
+
+def _train_beside(args, group) -> int:
+    """A data-parallel rank but the first: the trainer the first process built, rebuilt
+    here from its run directory (resume) or its config; it trains and writes nothing."""
+    trainer_mod, config_cls = _lm_import("trainer"), _lm_import("config").LMConfig
+    shared = group.broadcast_json()
+    run_dir, trust = Path(shared["run_dir"]), args.trust_code
+    if shared["resume"]:
+        trainer = trainer_mod.LMTrainer.load(
+            run_dir, rounds=args.rounds, device=args.device, trust_code=trust
+        )
+    else:
+        config = config_cls(**shared["config"])
+        trainer = trainer_mod.LMTrainer(config, run_dir, progress=False, trust_code=trust)
+    trainer.learn(progress=False, tensorboard=False)
     return 0
 
 

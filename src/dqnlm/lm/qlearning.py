@@ -114,6 +114,7 @@ def update_loss(
     action_mask: torch.Tensor,
     rewards: torch.Tensor,
     config: LMConfig,
+    count: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss of one TD update on a batch of sequences: ``(loss, cql term, mean Q taken)``.
 
@@ -123,12 +124,16 @@ def update_loss(
     the KL penalty are means over generated tokens only (0 if a batch has none). Positions
     that are not generated tokens are dropped by indexing, never multiplied by 0, so NaN or
     inf there (e.g. -inf logits of banned tokens at padding) reaches neither the loss nor
-    the gradient.
+    the gradient. ``count`` replaces the number of generated tokens the means divide by:
+    a data-parallel rank holding part of a batch divides by the whole batch's count, so
+    the ranks' gradients sum to the whole batch's.
     """
     full = reference.shape == logits.shape
     if not needs_reference_logits(config):
         stats = reference_stats(reference, tokens) if full else reference
-        return _soft_update_loss(logits, stats, target_logits, tokens, action_mask, rewards, config)
+        return _soft_update_loss(
+            logits, stats, target_logits, tokens, action_mask, rewards, config, count
+        )
     if not full:
         raise ValueError(f"kind={config.kind!r} or kl_penalty > 0 needs the reference's logits")
     cfg, ref_logits = config, reference
@@ -147,7 +152,7 @@ def update_loss(
         prior_logprobs=prior,
     )
     rows = mask.bool()  # [B, L - 1]: the states a generated token was chosen in
-    count = rows.sum().clamp(min=1)
+    count = (rows.sum() if count is None else count).clamp(min=1)
     taken = q_taken[rows]
     loss = F.mse_loss(taken, targets[rows], reduction="sum") / count
     cql = torch.zeros((), device=logits.device)
@@ -165,14 +170,14 @@ def update_loss(
     return loss, cql, taken.detach().sum() / count
 
 
-def _soft_update_loss(logits, stats, target_logits, tokens, action_mask, rewards, cfg):
+def _soft_update_loss(logits, stats, target_logits, tokens, action_mask, rewards, cfg, count):
     """:func:`update_loss` for soft targets, from the reference's two numbers per position:
     no vocabulary-sized tensor but the two models' logits (see :func:`reference_stats`)."""
     beta, actions = cfg.beta, tokens[:, 1:]
     ref_taken, ref_lse = stats[:, :-1, 0], stats[..., 1]
     mask = action_mask[:, 1:].to(logits.dtype)
     rows = mask.bool()
-    count = rows.sum().clamp(min=1)
+    count = (rows.sum() if count is None else count).clamp(min=1)
     q_taken = beta * (logits[:, :-1].gather(-1, actions[..., None]).squeeze(-1) - ref_taken)
     with torch.no_grad():
         target_taken = target_logits[:, :-1].gather(-1, actions[..., None]).squeeze(-1)

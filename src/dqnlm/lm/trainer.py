@@ -11,6 +11,7 @@ training started from; see :mod:`dqnlm.lm.config` for why.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -19,9 +20,11 @@ import torch
 
 from dqnlm.core.checkpoint import atomic_dir, load_optimizer_state, optimizer_state
 from dqnlm.core.precision import MasterWeights
+from dqnlm.core.rng import fork_rng
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError
+from dqnlm.lm import parallel
 from dqnlm.lm.config import LMConfig
 from dqnlm.lm.data import load_prompts, read_jsonl
 from dqnlm.lm.generation import (
@@ -166,6 +169,16 @@ class LMTrainer(Trainer):
         self.config = cfg = config.validate()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(cfg.device)
+        # data-parallel processes (dqnlm.lm.parallel), or this one alone
+        self.group = group = parallel.current()
+        if group.size > 1:
+            group.check_divides(prompts_per_round=cfg.prompts_per_round, batch_size=cfg.batch_size)
+            if self.device.type != group.device.type:
+                raise DQNLMError(
+                    f"device={cfg.device} does not match the processes' {group.device.type} "
+                    f"group: launch with --device {cfg.device}"
+                )
+            self.device = group.device  # on GPUs: cuda:<local rank>
         # cheap checks first, so bad input fails before any pretraining or loading
         self.reward = parse_reward(cfg.reward, trust_code)
         self.prompts = load_prompts(cfg.prompts)
@@ -229,15 +242,16 @@ class LMTrainer(Trainer):
         rows = max(cfg.prompts_per_round, cfg.batch_size)
         logits = 8 * 4 * rows * width * vocab
         replay = cfg.replay_capacity * width * 32  # tokens, attention, actions, rewards, ref
+        copies = self.group.local_size  # processes on this machine, each with its own
         what = (
             f"prompts_per_round={cfg.prompts_per_round}, batch_size={cfg.batch_size} and "
             f"replay_capacity={cfg.replay_capacity} (texts of {width} tokens, a vocabulary "
-            f"of {vocab})"
+            f"of {vocab})" + (f" in each of {copies} processes" if copies > 1 else "")
         )
         if self.device.type == "cuda":  # the logits live on the GPU, the replay in RAM
             fits_on(self.device, logits, what)
             logits = 0
-        check_fits(logits + replay, what)
+        check_fits(copies * (logits + replay), what)
 
     # ------------------------------------------------------------------ data
     def _fill_offline(self, rows: list[dict]) -> None:
@@ -272,10 +286,12 @@ class LMTrainer(Trainer):
     # -------------------------------------------------------------- learning
     def _update(self) -> tuple[float, float, float]:
         """One TD update on a replayed batch; returns (td_loss, cql_loss, mean Q taken)."""
-        cfg = self.config
-        tokens, attention, actions, rewards, reference = (
-            t.to(self.device) for t in self.replay.sample(cfg.batch_size)
-        )
+        cfg, group = self.config, self.group
+        sampled = self.replay.sample(cfg.batch_size)  # the same rows on every rank
+        # divide by the whole batch's generated tokens: the ranks' gradients then sum to it
+        count = None if group.size == 1 else sampled[2][:, -self.window + 1 :].sum()
+        rows = group.share(cfg.batch_size)
+        tokens, attention, actions, rewards, reference = (t[rows].to(self.device) for t in sampled)
         window = (tokens, attention, self.window, self.skip_head)
         if cfg.gradient_checkpointing:
             self.model.train()  # transformers checkpoints in training mode only (no dropout)
@@ -291,27 +307,35 @@ class LMTrainer(Trainer):
         last = slice(-self.window, None)
         loss, cql, mean_q = update_loss(
             logits, reference[:, last], target_logits, tokens[:, last], actions[:, last],
-            rewards[:, last], cfg,
+            rewards[:, last], cfg, None if count is None else count.to(self.device),
         )  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.weights.grads_to_master()
+        logged = torch.stack([loss.detach(), cql.detach(), mean_q.detach()]).float()
+        if group.size > 1:  # each rank's share of the whole batch's gradient and losses
+            for master in self.weights.master:
+                if master.grad is None:
+                    master.grad = torch.zeros_like(master)
+            group.sum_([*(m.grad for m in self.weights.master), logged])
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.weights.master, cfg.max_grad_norm)
         self.optimizer.step()
         self.weights.master_to_model()
         self.num_updates += 1
         self.target.update(self.num_updates)
-        return tuple(torch.stack([loss.detach(), cql.detach(), mean_q.detach()]).tolist())
+        return tuple(logged.tolist())
 
     @torch.no_grad()
     def _collect(self) -> tuple[TokenBatch, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generate and score one round of texts; returns (batch, per-token rewards, scores,
         reference stats, per-text KL)."""
-        cfg = self.config
+        cfg, group = self.config, self.group
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
+        picks = picks[group.share(cfg.prompts_per_round)]  # every rank draws all, takes its own
         try:
-            batch = self.generate([self.prompts[i] for i in picks])
+            with self._sampling_seed():
+                batch = self.generate([self.prompts[i] for i in picks])
         except NonFiniteLogits as e:
             raise self.diverged(f"in round {self.round + 1}: {e}") from None
         if cfg.shaping:
@@ -319,7 +343,26 @@ class LMTrainer(Trainer):
         else:
             scores = self.score(decode_completions(self.tokenizer, batch))
             rewards = sequence_rewards(batch, scores)
-        return (batch, rewards, scores, *self._reference_pass(batch.tokens, batch.attention, batch))
+        reference, kl = self._reference_pass(batch.tokens, batch.attention, batch)
+        if group.size == 1:
+            return batch, rewards, scores, reference, kl
+        # every rank's share, in rank order: all replays add the same rows
+        whole = TokenBatch(
+            group.gather(batch.tokens), group.gather(batch.attention),
+            group.gather(batch.actions), batch.prompt_tokens,
+        )  # fmt: skip
+        return whole, *(group.gather(t) for t in (rewards, scores, reference, kl))
+
+    @contextlib.contextmanager
+    def _sampling_seed(self):
+        """Nothing for one process; data-parallel ranks sample from a seed of (run seed,
+        round, rank), so resume needs no per-rank RNG state."""
+        if self.group.size == 1:
+            yield
+            return
+        with fork_rng():
+            torch.manual_seed(parallel.round_seed(self.seeds.torch, self.round, self.group.rank))
+            yield
 
     def _reference_pass(self, tokens, attention, batch: TokenBatch | None = None):
         """The reference's :func:`reference_stats` over a batch's update window (zeros on
@@ -363,9 +406,11 @@ class LMTrainer(Trainer):
         cfg = self.config
         if self.run_dir is None:
             raise DQNLMError("LMTrainer.learn needs a run directory (the tuned model goes there)")
+        group = self.group  # ranks but the first train beside it and write nothing
         run = Run(
             self, COLUMNS, total=cfg.rounds, unit="round", desc="lm q-learning",
-            progress=progress, tensorboard=tensorboard, tb_prefix="lm",
+            progress=progress and group.main, tensorboard=tensorboard, tb_prefix="lm",
+            write=group.main, agree=group.any if group.size > 1 else None,
         )  # fmt: skip
         with run:
             while self.round < cfg.rounds:
@@ -412,6 +457,8 @@ class LMTrainer(Trainer):
                 if out_of_time:  # checked after a round: every call trains at least one
                     break
             run.loop_done()
+            if not group.main:
+                return None
             plot_lm_run(self.run_dir)
             self.save_model(self.run_dir / "model")
             if cfg.eval_prompts == 0:  # eval.json still marks the run finished
@@ -464,6 +511,7 @@ class LMTrainer(Trainer):
             "model_source": self.model_source,
             "num_updates": self.num_updates,
             "tokens": self.tokens,
+            "processes": self.group.size,
             "optimizer": opt_meta,
             "rng": generator_states(prompts=self.rng, replay=self.replay.rng),
         }
