@@ -203,7 +203,8 @@ def one_error(capsys, argv: list[str]) -> str:
     ("extra", "needle"),
     [
         (["--processes", "0"], "--processes must be >= 1, got 0"),
-        (["--processes", "3"], "prompts_per_round=8 does not split over 3 processes"),
+        (["--processes", "2", "--set", "prompts_per_round=5"], "prompts_per_round=5 does not"),
+        (["--processes", "100000"], "--processes 100000 exceeds this machine's"),
         (["--processes", "2", "--set", "batch_size=5"], "batch_size=5 does not split over 2"),
     ],
 )
@@ -230,3 +231,14 @@ def test_a_failing_process_reports_one_line_and_writes_nothing(files, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("dqnlm: error: "), done.stderr
     assert "no-such-model" in lines[0]
     assert not run.exists()
+
+
+def test_a_time_budget_stops_every_process_at_the_same_round(files, tmp_path):
+    """Each process reads its own clock: they must still agree on when to stop."""
+    run = tmp_path / "run"
+    args = train_args(files, run, "--processes", "2", "--set", "max_seconds=2", rounds=100000)
+    done = dqnlm(*args)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run / "eval.json").read_text())
+    assert 0 < result["rounds"] < 100000
+    assert len(column(run, "reward")) == result["rounds"]

@@ -175,6 +175,18 @@ def cmd_pretrain(args) -> int:
 
 def cmd_train(args) -> int:
     parallel = _lm_import("parallel")
+    if not parallel.launched():
+        return _train(args, parallel)
+    finished = False
+    try:
+        code = _train(args, parallel)
+        finished = code == 0
+        return code
+    finally:
+        parallel.leave(finished)
+
+
+def _train(args, parallel) -> int:
     if args.processes is not None:
         if parallel.launched():
             raise DQNLMError(
@@ -189,7 +201,7 @@ def cmd_train(args) -> int:
         if not group.main:
             try:
                 return _train_beside(args, group)
-            except parallel.PeerLost:  # the first process says why
+            except DQNLMError:  # the same checks fail on the first process, which says so
                 return 1
             except KeyboardInterrupt:  # stopped with the others; the first one reports it
                 return 128 + signal.SIGTERM
@@ -203,6 +215,9 @@ def cmd_train(args) -> int:
         name = f"lm-{args.preset or 'custom'}"
         run_dir = args.run_dir or common.default_run_dir(name, config.seed)
     if args.processes is not None and args.processes > 1:
+        parallel.check_processes(
+            args.processes, args.device or (None if args.resume else config.device)
+        )
         if not args.resume:  # cheap checks here; the processes check all the rest
             parallel.Group(size=args.processes).check_divides(
                 prompts_per_round=config.prompts_per_round, batch_size=config.batch_size

@@ -197,16 +197,44 @@ def _stop_with_launcher(poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="dqnlm-launcher-watch", daemon=True).start()
 
 
+def leave(finished: bool) -> None:
+    """Leave the process group: after a barrier when ``finished`` (the first process may
+    still be evaluating), at once after a failure. Left undestroyed, gloo may abort at exit."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        with contextlib.suppress(RuntimeError):  # another process failed: it says why
+            dist.barrier()
+    dist.destroy_process_group()
+
+
 def round_seed(seed: int, round_index: int, rank: int) -> int:
     """The sampling seed of ``rank`` in round ``round_index``: resume needs no per-rank
     RNG state, and ranks never share a draw."""
     return int(np.random.SeedSequence([seed, round_index, rank]).generate_state(1)[0])
 
 
+def _cores() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def default_threads(processes: int) -> int:
     """Torch threads per process: this machine's cores shared out."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // processes)
+    return max(1, _cores() // processes)
+
+
+def check_processes(processes: int, device: str | None) -> None:
+    """At most one process per GPU when training on GPUs, per core on the CPU: more only
+    copy the model again and slow every one down."""
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    limit, what = (torch.cuda.device_count(), "GPUs") if on_gpu else (_cores(), "CPU cores")
+    if processes > limit:
+        raise DQNLMError(
+            f"--processes {processes} exceeds this machine's {limit} {what} (one process each)"
+        )
 
 
 def launch(argv: list[str], processes: int, threads: int) -> int:

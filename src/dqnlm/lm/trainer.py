@@ -446,7 +446,9 @@ class LMTrainer(Trainer):
                     tok_s=f"{tokens_per_s:.0f}",
                 )
                 self._check_logits(batch)
-                out_of_time = cfg.max_seconds and run.seconds() >= cfg.max_seconds
+                out_of_time = bool(cfg.max_seconds and run.seconds() >= cfg.max_seconds)
+                if group.size > 1:  # clocks differ a little: all stop when the first must
+                    out_of_time = group.any(out_of_time)
                 if (
                     self.round % cfg.checkpoint_every == 0
                     or self.round == cfg.rounds
