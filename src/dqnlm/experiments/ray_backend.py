@@ -120,7 +120,9 @@ def connected(options: RayOptions, workers: int) -> Iterator[None]:
     # the sweep the way Ctrl-C does: every task cancelled, running runs checkpointed
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=options.address, **settings)
+        # "local": a private instance even when a cluster already runs on this machine
+        # (plain ray.init() would join it, and refuse the num_cpus given here)
+        ray.init(address=options.address or "local", **settings)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as e:
         where = f"at --address {options.address}" if options.address else "locally"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
