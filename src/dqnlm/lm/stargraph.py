@@ -15,8 +15,9 @@ the one before (one edge lookup: the "Clever Hans" shortcut), so only the first 
 needs planning, and it guesses it: path accuracy ~ 1/d.
 
 The text is tokenizer-independent; the embedded model reads it with a word-level
-tokenizer (each node label, ``,``, ``|``, ``/`` and ``=`` one token), as the papers' own
-models do.
+tokenizer that drops the commas (each node label, ``|``, ``/`` and ``=`` one token: the
+numeral tokenizer of Next-Token-Failures), and answers with space-separated nodes, which
+the reward reads as well as commas.
 """
 
 from __future__ import annotations
@@ -95,13 +96,13 @@ class StarGraphs:
 
     @property
     def prompt_tokens(self) -> int:
-        """Word-level tokens of a prompt: E edges of 3, E - 1 bars, then ``/ s , g =``."""
-        return 4 * self.edges + 4
+        """Word-level tokens of a prompt: E edges of 2, E - 1 bars, then ``/ s g =``."""
+        return 3 * self.edges + 3
 
     @property
     def new_tokens(self) -> int:
-        """An answer: l nodes, l - 1 commas, end-of-text."""
-        return 2 * self.arm_length
+        """An answer: l nodes, then end-of-text."""
+        return self.arm_length + 1
 
     def sample(self, rng: np.random.Generator) -> Graph:
         labels = rng.choice(self.nodes, size=1 + self.edges, replace=False).tolist()
@@ -162,7 +163,7 @@ def _family_size(family: StarGraphs) -> float:
 # ------------------------------------------------------------------ reading texts back
 _EDGE = re.compile(r"(\d+),(\d+)")
 _PROMPT = re.compile(r"^(?P<edges>[\d,|]+)/(?P<start>\d+),(?P<goal>\d+)=$")
-_PATH = re.compile(r"^\d+(,\d+)*$")
+_PATH = re.compile(r"^\d+(\s*,\s*\d+|\s+\d+)*$")  # commas or spaces between nodes
 
 
 def parse_prompt(prompt: str) -> tuple[dict[int, list[int]], int, int]:
@@ -192,9 +193,9 @@ def solve(prompt: str) -> list[int]:
 
 
 def parse_path(completion: str) -> list[int] | None:
-    """The node labels of an answer (spaces ignored), or None if it is not ``n,n,...``."""
-    text = "".join(completion.split())
-    return [int(n) for n in text.split(",")] if _PATH.match(text) else None
+    """The node labels of an answer, ``n,n,...`` or ``n n ...``, or None if it is neither."""
+    text = completion.strip()
+    return [int(n) for n in re.split(r"[\s,]+", text)] if _PATH.match(text) else None
 
 
 def path_scores(prompts: list[str], completions: list[str], partial: bool = False) -> list[float]:
@@ -245,16 +246,17 @@ class PretrainStarConfig:
 
 
 def word_tokenizer(nodes: int):
-    """Each node label, ``,``, ``|``, ``/`` and ``=`` one token; end-of-text pads."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """Each node label, ``|``, ``/`` and ``=`` one token, commas dropped (an edge is two
+    adjacent tokens); end-of-text pads. Decodes to space-separated tokens."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = [EOS, ",", "|", "/", "=", *map(str, range(nodes))]
+    words = [EOS, "|", "/", "=", *map(str, range(nodes))]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=EOS))
+    tok.normalizer = normalizers.Replace(",", " ")
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation("isolated")]
     )
-    tok.decoder = decoders.Fuse()  # "32,34,6": no spaces between tokens
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS
     )
@@ -354,7 +356,9 @@ def pretrain_stargraph(
             accuracy = greedy_accuracy(model, tokenizer, held)
             history.append({"step": step + 1, "loss": loss.item(), **accuracy})
             bar.set_postfix(
-                loss=f"{loss.item():.3f}", first=f"{accuracy['first_step_accuracy']:.2f}"
+                loss=f"{loss.item():.3f}",
+                first=f"{accuracy['first_step_accuracy']:.2f}",
+                path=f"{accuracy['path_accuracy']:.2f}",
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp:
