@@ -70,7 +70,7 @@ def add_lm_parser(sub) -> None:
         help="with --task stargraph: degree, arm_length or nodes",
     )
     p.add_argument(
-        "--steps", type=int, help="optimizer steps (default 2000; stargraph: 3000)"
+        "--steps", type=int, help="optimizer steps (default 2000, for stargraph too)"
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
