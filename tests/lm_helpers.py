@@ -125,3 +125,14 @@ def save_tiny_llama(directory: Path, chat_template: str | None = CHAT_TEMPLATE) 
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def one_error(capsys, argv: list[str]) -> str:
+    """Run the CLI, expect exit code 1 and a single ``dqnlm: error:`` line; return it."""
+    from dqnlm.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dqnlm: error: "), err
+    return lines[0]

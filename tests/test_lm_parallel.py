@@ -20,10 +20,8 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from lm_helpers import save_tiny_lm, write_prompts  # noqa: E402
+from lm_helpers import one_error, save_tiny_lm, write_prompts  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-
-from dqnlm.cli import main  # noqa: E402
 
 WORDS = ["a", "b", "c", "d", "e", "f", "x"]
 
@@ -191,14 +189,6 @@ def test_a_stopped_launcher_checkpoints_once_and_resumes_exactly(
 
 
 # ------------------------------------------------------------------ bad input
-def one_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dqnlm: error: "), err
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

@@ -113,10 +113,30 @@ def held_out_loss(model, stream: np.ndarray, context: int, max_windows: int = 64
     return loss
 
 
-def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = True) -> Path:
-    """Train tokenizer and model, write them to ``out`` atomically, return ``out``."""
+def small_gpt2(tokenizer, context: int, n_embd: int, n_layer: int, n_head: int):
+    """A fresh GPT-2 for ``tokenizer`` (its end-of-text as begin and end)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    eos = tokenizer.eos_token_id
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer), n_positions=context, n_embd=n_embd, n_layer=n_layer,
+            n_head=n_head, bos_token_id=eos, eos_token_id=eos,
+        )
+    )  # fmt: skip
+
+
+def warmup_cosine(step: int, steps: int, peak: float) -> float:
+    """Linear warm-up over 5% of ``steps``, then cosine decay from ``peak`` to 10% of it."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    done = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * done)))
+
+
+def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = True) -> Path:
+    """Train tokenizer and model, write them to ``out`` atomically, return ``out``."""
     out = Path(out) if out is not None else default_model_dir()
     if out.exists() and not (
         out.is_dir() and (not any(out.iterdir()) or (out / SUMMARY).is_file())
@@ -132,31 +152,14 @@ def pretrain(config: PretrainConfig, out: Path | None = None, progress: bool = T
     train_stream = _token_stream(tokenizer, train_texts)
     held_stream = _token_stream(tokenizer, held_texts)
 
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=config.context,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    model = small_gpt2(tokenizer, config.context, config.n_embd, config.n_layer, config.n_head)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    warmup = max(1, config.steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return config.learning_rate * (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, config.steps - warmup)
-        return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress_frac)))
 
     history = []
     bar = tqdm(range(config.steps), desc="pretraining", unit="step", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = warmup_cosine(step, config.steps, config.learning_rate)
         starts = rng.integers(0, len(train_stream) - config.context - 1, size=config.batch_size)
         batch = _windows(train_stream, starts, config.context)
         loss = model(input_ids=batch, labels=batch).loss

@@ -312,7 +312,7 @@ def pretrain_stargraph(
     """Teacher-force a small GPT-2 on correct paths of fresh training graphs; write the
     model, its tokenizer and ``stargraph.json`` (family, config, held-out accuracy as it
     trained) to ``out`` atomically."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from dqnlm.lm.pretrain import small_gpt2, warmup_cosine
 
     family.check()
     out = Path(out) if out is not None else model_dir(family, config)
@@ -322,25 +322,8 @@ def pretrain_stargraph(
     tokenizer = word_tokenizer(family.nodes)
     held = family.held_out(256)
     context = family.prompt_tokens + family.new_tokens
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=context,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    model = small_gpt2(tokenizer, context, config.n_embd, config.n_layer, config.n_head)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    warmup = max(1, config.steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return config.learning_rate * (step + 1) / warmup
-        done = (step - warmup) / max(1, config.steps - warmup)
-        return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * done)))
 
     history = []
     bar = tqdm(
@@ -348,7 +331,7 @@ def pretrain_stargraph(
     )
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = warmup_cosine(step, config.steps, config.learning_rate)
         ids, labels = _encode(tokenizer, family.training(config.batch_size, rng))
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
