@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from lm_helpers import save_tiny_lm, write_prompts  # noqa: E402
+from lm_helpers import one_error, save_tiny_lm, write_prompts  # noqa: E402
 
 from dqnlm.cli import main  # noqa: E402
 from dqnlm.lm.config import LMConfig  # noqa: E402
@@ -89,16 +89,6 @@ def train_args(files, run_dir, *extra: str) -> list[str]:
         "--no-tensorboard",
         *extra,
     ]
-
-
-def one_error(capsys, argv: list[str]) -> str:
-    """Run the CLI, expect exit code 1 and a single error line; return that line."""
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("dqnlm: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def test_the_base_command_line_trains(files, tmp_path, capsys):

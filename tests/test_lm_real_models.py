@@ -18,6 +18,7 @@ from lm_helpers import (  # noqa: E402
     CHAT_TEMPLATE,
     ROLE_MARKERS,
     SMALL_RUN,
+    one_error,
     save_tiny_llama,
     save_tiny_lm,
     share_of_x,
@@ -561,14 +562,6 @@ def eval_args(files, *extra: str) -> list[str]:
         "lm", "eval", "--prompts", str(files["prompts"]), "--n", "3", "--reward", "keyword:x",
         *(a for s in sets for a in ("--set", s)), "--no-progress", *extra,
     ]  # fmt: skip
-
-
-def one_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dqnlm: error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
