@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 from dqnlm.core.rng import fork_rng
 from dqnlm.lm import stargraph
 from dqnlm.lm.config import LMConfig
-from dqnlm.lm.data import load_prompts
 from dqnlm.lm.generation import TokenBatch, decode_completions, forward_logits, sample_with
 from dqnlm.lm.qlearning import anchored_q, sequence_kl
 from dqnlm.lm.rewards import score_texts
@@ -42,14 +41,15 @@ class ModelPolicy:
         from dqnlm.lm.models import load_checked
         from dqnlm.lm.rewards import parse_reward
 
-        if config.task:
-            config = stargraph.fit_config(config.validate())
-        self.config = config = config.validate()
+        self.config = config = stargraph.fit_config(config)
         self.reward = parse_reward(config.reward, trust_code)
         device = resolve_device(config.device)
-        spec = config.model or (stargraph.resolve_model(config, progress) if config.task else "")
         _, self.tokenizer, self.model = load_checked(
-            spec, config.dtype, device, trust_code=trust_code, progress=progress
+            stargraph.model_spec(config, progress),
+            config.dtype,
+            device,
+            trust_code=trust_code,
+            progress=progress,
         )
         self.reference = torch.no_grad()(self.model)
 
@@ -60,8 +60,7 @@ class ModelPolicy:
         return score_texts(self.reward, self.config.reward, texts, prompts)
 
     def held_out_prompts(self) -> list[str]:
-        cfg = self.config
-        return stargraph.held_out_prompts(cfg) if cfg.task else load_prompts(cfg.eval_set)
+        return stargraph.evaluation_prompts(self.config)
 
 
 def _eval_seed(policy: Policy, seed: int | None) -> int:

@@ -127,11 +127,15 @@ class StarGraphs:
         n = min(HELD_OUT, max(1, int(_family_size(self) // 5)))
         return _distinct(self, self._streams()[0], n, frozenset())
 
+    @functools.cached_property
+    def _held_out_keys(self) -> frozenset:
+        return frozenset(g.key() for g in self._held_out)
+
     def training(self, n: int, rng: np.random.Generator | None = None) -> list[Graph]:
         """``n`` training graphs, none of them held out; from the split's own stream
         unless ``rng`` is given (pretraining draws fresh ones every step)."""
         stream = rng if rng is not None else self._streams()[1]
-        return _distinct(self, stream, n, frozenset(g.key() for g in self._held_out))
+        return _distinct(self, stream, n, self._held_out_keys)
 
 
 def _distinct(family: StarGraphs, rng: np.random.Generator, n: int, excluded: frozenset) -> list:
@@ -285,22 +289,25 @@ def _encode(tokenizer, graphs: list[Graph]) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
-def greedy_accuracy(model, tokenizer, graphs: list[Graph], batch: int = 256) -> dict:
-    """Held-out path and first-step accuracy of greedy answers (no KV cache: tiny model)."""
+def greedy_answers(model, tokenizer, prompts: list[str], prompt_tokens: int, new_tokens: int):
+    """The argmax token at every step (as the papers evaluate), 256 prompts at a time."""
     from dqnlm.lm.generation import decode_completions, sample
 
-    model.eval()
-    prompts = [g.prompt() for g in graphs]
-    family_prompt = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
-    path = first = 0
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start : start + batch]
-        out = sample(model, tokenizer, chunk, family_prompt, 2 * len(graphs[0].path), top_k=1)
-        texts = decode_completions(tokenizer, out)
-        path += sum(path_scores(chunk, texts))
-        first += sum(first_step_correct(p, t) for p, t in zip(chunk, texts))
-    model.train()
-    return {"path_accuracy": path / len(prompts), "first_step_accuracy": first / len(prompts)}
+    texts = []
+    for start in range(0, len(prompts), 256):
+        chunk = prompts[start : start + 256]
+        batch = sample(model, tokenizer, chunk, prompt_tokens, new_tokens, top_k=1)
+        texts += decode_completions(tokenizer, batch)
+    return texts
+
+
+def accuracies(prompts: list[str], answers: list[str]) -> dict[str, float]:
+    """Path and first-step accuracy of ``answers``."""
+    n = max(len(prompts), 1)
+    return {
+        "path_accuracy": sum(path_scores(prompts, answers)) / n,
+        "first_step_accuracy": sum(map(first_step_correct, prompts, answers)) / n,
+    }
 
 
 def pretrain_stargraph(
@@ -320,7 +327,7 @@ def pretrain_stargraph(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 16]))
     tokenizer = word_tokenizer(family.nodes)
-    held = family.held_out(256)
+    held = [g.prompt() for g in family.held_out(256)]
     context = family.prompt_tokens + family.new_tokens
     model = small_gpt2(tokenizer, context, config.n_embd, config.n_layer, config.n_head)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
@@ -339,7 +346,14 @@ def pretrain_stargraph(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            accuracy = greedy_accuracy(model, tokenizer, held)
+            model.eval()
+            # up to 2l tokens, as the cached models were measured: each greedy step draws
+            # from the torch RNG that dropout uses, so this length is part of the run
+            answers = greedy_answers(
+                model, tokenizer, held, family.prompt_tokens, 2 * family.arm_length
+            )
+            model.train()
+            accuracy = accuracies(held, answers)
             history.append({"step": step + 1, "loss": loss.item(), **accuracy})
             bar.set_postfix(
                 loss=f"{loss.item():.3f}",
@@ -368,9 +382,13 @@ def family_of(config) -> StarGraphs:
 
 
 def fit_config(config):
-    """The config with the text lengths the family's prompts and answers take."""
+    """A validated config; with ``task = stargraph``, with the text lengths the family's
+    prompts and answers take."""
     import dataclasses
 
+    config = config.validate()
+    if not config.task:
+        return config
     family = family_of(config)
     return dataclasses.replace(
         config, prompt_tokens=family.prompt_tokens, new_tokens=family.new_tokens, min_new_tokens=0
@@ -384,9 +402,20 @@ def train_prompts(config) -> list[str]:
     return [g.prompt() for g in family.training(n)]
 
 
-def held_out_prompts(config) -> list[str]:
-    """The family's fixed held-out graphs, as prompts."""
+def evaluation_prompts(config) -> list[str]:
+    """A run's held-out prompts: the family's fixed held-out graphs with a task, else the
+    config's ``eval_set``."""
+    if not config.task:
+        from dqnlm.lm.data import load_prompts
+
+        return load_prompts(config.eval_set)
     return [g.prompt() for g in family_of(config).held_out()]
+
+
+def model_spec(config, progress: bool = True) -> str:
+    """The model a config loads: its ``model``, else the task's pretrained one (pretrained
+    on first use), else "" (the embedded default)."""
+    return config.model or (resolve_model(config, progress) if config.task else "")
 
 
 def resolve_model(config, progress: bool = True) -> str:
@@ -406,22 +435,11 @@ def resolve_model(config, progress: bool = True) -> str:
     return str(out)
 
 
-@torch.no_grad()
 def task_metrics(policy, prompts: list[str]) -> dict:
-    """Path and first-step accuracy of the policy's greedy answers (the argmax token at
-    every step, as the papers evaluate)."""
-    from dqnlm.lm.generation import decode_completions, sample
-
-    cfg, texts = policy.config, []
-    for start in range(0, len(prompts), 256):
-        chunk = prompts[start : start + 256]
-        batch = sample(
-            policy.model, policy.tokenizer, chunk, cfg.prompt_tokens, cfg.new_tokens, top_k=1
-        )
-        texts += decode_completions(policy.tokenizer, batch)
-    n = max(len(prompts), 1)
-    return {
-        "path_accuracy": sum(path_scores(prompts, texts)) / n,
-        "first_step_accuracy": sum(first_step_correct(p, t) for p, t in zip(prompts, texts)) / n,
-        "greedy_samples": [{"prompt": p, "completion": t} for p, t in zip(prompts[:5], texts[:5])],
-    }
+    """Path and first-step accuracy of the policy's greedy answers, with a few of them."""
+    cfg = policy.config
+    texts = greedy_answers(
+        policy.model, policy.tokenizer, prompts, cfg.prompt_tokens, cfg.new_tokens
+    )
+    samples = [{"prompt": p, "completion": t} for p, t in zip(prompts[:5], texts[:5])]
+    return {**accuracies(prompts, texts), "greedy_samples": samples}

@@ -168,9 +168,7 @@ class LMTrainer(Trainer):
         trust_code: bool = False,
     ):
         """``trust_code`` lets the model (and a classifier reward) load pickled weights."""
-        if config.task:  # the task sets the text lengths its prompts and answers need
-            config = stargraph.fit_config(config.validate())
-        self.config = cfg = config.validate()
+        self.config = cfg = stargraph.fit_config(config)  # a task sets its text lengths
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(cfg.device)
         # data-parallel processes (dqnlm.lm.parallel), or this one alone
@@ -187,7 +185,8 @@ class LMTrainer(Trainer):
         self.reward = parse_reward(cfg.reward, trust_code)
         if cfg.shaping and getattr(self.reward, "prompted", False):
             raise DQNLMError(f"shaping scores prefixes alone; reward {cfg.reward} reads prompts")
-        self.prompts = stargraph.train_prompts(cfg) if cfg.task else load_prompts(cfg.prompts)
+        # a task's training graphs are drawn on first use (evaluating a run needs none)
+        self._prompts = None if cfg.task else load_prompts(cfg.prompts)
         if cfg.eval_prompts and not cfg.task:
             load_prompts(cfg.eval_set)  # a bad file fails now, not after training
         offline = (
@@ -199,9 +198,8 @@ class LMTrainer(Trainer):
         self.seeds = seed_streams(cfg.seed)
         torch.manual_seed(self.seeds.torch)
         lora = cfg.lora_rank > 0
-        spec = cfg.model or (stargraph.resolve_model(cfg, progress) if cfg.task else "")
         source, self.tokenizer, model = load_checked(
-            spec, cfg.dtype, self.device, lora, trust_code, progress
+            stargraph.model_spec(cfg, progress), cfg.dtype, self.device, lora, trust_code, progress
         )
         # what a checkpoint names: a named model by its name (found again by its hash on
         # resume, like the embedded default's folder), anything else by what was loaded
@@ -288,10 +286,16 @@ class LMTrainer(Trainer):
         """One reward per text; ``prompts`` for rewards that check an answer to them."""
         return score_texts(self.reward, self.config.reward, texts, prompts)
 
+    @property
+    def prompts(self) -> list[str]:
+        """The training prompts."""
+        if self._prompts is None:
+            self._prompts = stargraph.train_prompts(self.config)
+        return self._prompts
+
     def held_out_prompts(self) -> list[str]:
         """The final evaluation's prompts: the task's held-out set, or ``eval_set``."""
-        cfg = self.config
-        return stargraph.held_out_prompts(cfg) if cfg.task else load_prompts(cfg.eval_set)
+        return stargraph.evaluation_prompts(self.config)
 
     def generate(self, prompts: list[str]) -> TokenBatch:
         return sample_with(self.config, self.model, self.tokenizer, prompts)
