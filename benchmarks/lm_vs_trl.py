@@ -9,6 +9,8 @@ repository root::
         --budget-s 380 --out runs/lm_vs_trl_sentiment
     .venv/bin/python benchmarks/lm_vs_trl.py --task smollm2 --seeds 0 1 2 \\
         --budget-s 1800 --out runs/lm_vs_trl_smollm2
+    .venv/bin/python benchmarks/lm_vs_trl.py --task stargraph --seeds 0 1 2 --budget-s 600 \\
+        --threads 1 --jobs 2 --out runs/lm_vs_trl_stargraph
     .venv/bin/python benchmarks/lm_vs_trl.py --out runs/lm_vs_trl_sentiment --summarise-only
 
 A smoke test (a minute or two per run, not a benchmark)::
@@ -24,16 +26,28 @@ converted once to a cached safetensors directory) with LoRA adapters, dqnlm pres
 the tokenizer's template; it is false now: the model continues the review). Both: reward =
 VADER compound sentiment of the completion only (``parse_reward("vader")``), training
 prompts ``load_prompts("imdb")`` (the first 8 words of IMDb training reviews), held-out
-prompts ``load_prompts("imdb-held-out")``.
+prompts ``load_prompts("imdb-held-out")``. ``stargraph``: path-finding on star graphs
+(docs/benchmarks-stargraph.md) from the family's model pretrained by teacher forcing
+(cached; ``--set degree=3`` etc. picks another family for every method), every weight
+trained, dqnlm preset ``stargraph``, reward 1 for the exact path (it reads the prompt),
+prompts from the family's training graphs, the fixed held-out graphs for evaluation, where
+greedy path and first-step accuracy are reported too.
+
+Methods: ``dqnlm`` (the preset's polyak target network), ``dqnlm-hard`` (hard copies every
+20 TD updates), ``dqnlm-none`` (no target network), TRL ``grpo`` and ``rloo``, and
+``best-of-n``, which trains nothing: the starting model's best of ``num_generations``
+samples per held-out prompt by the task's reward (a verifier at test time, which the
+trained methods do not get). Default: dqnlm, grpo, rloo; stargraph: all six.
 
 Protocol.
 
 * Each run is its own process (this script with the hidden ``--one METHOD SEED``), so a
   crash costs one run and memory is measured per run: the peak resident memory of the
   process that trained and evaluated (``ru_maxrss``; for dqnlm, of its ``dqnlm lm train``
-  child). Runs go one at a time; within each seed the order of methods rotates (seed
-  list position 0: dqnlm, grpo, rloo; 1: grpo, rloo, dqnlm; 2: rloo, dqnlm, grpo, ...)
-  so slow spells of a shared machine fall on every method alike. Each run writes
+  child). Runs go one at a time (``--jobs N``: N at once, each with ``--threads``
+  threads; on two cores, two runs of one thread each); within each seed the order of
+  methods rotates (seed list position 0: dqnlm, grpo, rloo; 1: grpo, rloo, dqnlm; 2: rloo,
+  dqnlm, grpo, ...) so slow spells of a shared machine fall on every method alike. Each run writes
   ``runs/METHOD-sSEED.json`` under ``--out``; a finished run is skipped when the script is
   started again (a failed or killed one is rerun from scratch), and ``benchmark.json``
   pins the task, budget, evaluation size and settings, so a resumed benchmark cannot mix
@@ -134,19 +148,28 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-METHODS = ("dqnlm", "grpo", "rloo")
+METHODS = ("dqnlm", "dqnlm-hard", "dqnlm-none", "grpo", "rloo", "best-of-n")
 BASELINES = ("grpo", "rloo")
+DQNLM_TARGETS = {
+    # dqnlm arm: its target-network rule over the preset's (polyak)
+    "dqnlm": (),
+    "dqnlm-hard": ("target_update=hard", "target_update_period=20"),  # ~ polyak tau 0.05
+    "dqnlm-none": ("target_update=none",),
+}
 TASKS = {
-    # task: (dqnlm preset, model spec when the preset names none, LoRA)
-    "sentiment": ("sentiment", "", False),
-    "smollm2": ("smollm2-sentiment", "smollm2-135m", True),
+    # task: (dqnlm preset, model spec when the preset names none, LoRA, default methods)
+    "sentiment": ("sentiment", "", False, ("dqnlm", "grpo", "rloo")),
+    "smollm2": ("smollm2-sentiment", "smollm2-135m", True, ("dqnlm", "grpo", "rloo")),
+    "stargraph": ("stargraph", "", False, METHODS),
 }
 TRL_SETTINGS = {
     # per_device_train_batch_size = completions per step (prompts per step x num_generations)
     "sentiment": {"num_generations": 8, "batch": 64, "lr": {"grpo": 1e-3, "rloo": 1e-3}},
     "smollm2": {"num_generations": 8, "batch": 16, "lr": {"grpo": 1e-3, "rloo": 1e-3}},
+    "stargraph": {"num_generations": 8, "batch": 64, "lr": {"grpo": 3e-4, "rloo": 3e-4}},
 }
 PINNED = ("task", "budget_s", "eval_n", "threads", "settings")
 """benchmark.json fields a resumed benchmark must share with the one that started."""
@@ -154,6 +177,8 @@ SMOOTH = 5
 """Training-reward curves are averaged over this many logged steps (trailing) before a
 crossing is timed and in the figures: one step's 32-64 rewards are noisy."""
 TABLE_KEYS = (
+    ("path_accuracy", "path accuracy", "{:.3f}"),
+    ("first_step_accuracy", "first step", "{:.3f}"),
     ("reward", "held-out reward", "{:.3f}"),
     ("kl", "KL (nats)", "{:.2f}"),
     ("distinct_2", "distinct-2", "{:.3f}"),
@@ -188,14 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: %(prog)s --task sentiment --seeds 0 --budget-s 30 --eval-n 8 "
         "--out /tmp/lm_vs_trl_smoke",
     )
-    p.add_argument("--task", choices=sorted(TASKS), help="sentiment (GPT-2) or smollm2 (LoRA)")
+    p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="sentiment (GPT-2), smollm2 (LoRA) or stargraph (path-finding, small GPT-2)",
+    )
     p.add_argument(
         "--seeds", type=int, nargs="+", metavar="S", help="seeds, each run by every method"
     )
     p.add_argument("--budget-s", type=float, metavar="SECONDS", help="training wall-clock per run")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="benchmark directory")
     p.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all three"
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        help="default: dqnlm, grpo, rloo (stargraph: all; dqnlm-hard and dqnlm-none swap the "
+        "target network's polyak rule for hard copies or none; best-of-n trains nothing)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a task setting for every method, e.g. --set degree=3 (stargraph's family: "
+        "degree, arm_length, nodes); repeatable",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs at once (default 1; give each --threads 1)"
     )
     p.add_argument("--eval-n", type=int, default=100, help="held-out prompts scored (default 100)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
@@ -216,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parsed and checked arguments; a bad combination exits with a usage error."""
+    from dqnlm.config_io import parse_override
+    from dqnlm.errors import DQNLMError
+
     p = build_parser()
     args = p.parse_args(argv)
     if args.one:
@@ -232,6 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ))  # fmt: skip
     if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
+    args.methods = args.methods or list(TASKS[args.task][3])
     if len(set(args.methods)) != len(args.methods):
         p.error(f"--methods must be distinct, got {args.methods}")
     if not (math.isfinite(args.budget_s) and args.budget_s > 0):
@@ -240,6 +289,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--eval-n must be >= 1, got {args.eval_n}")
     if args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        args.overrides = dict(map(parse_override, args.overrides))
+        task_config(args.task, args.overrides)
+    except DQNLMError as e:
+        p.error(str(e))
     return args
 
 
@@ -257,16 +313,31 @@ def run_name(method: str, seed: int) -> str:
 
 
 # ---------------------------------------------------------------------- settings
-def task_settings(task: str, lr_overrides: dict[str, float] | None = None) -> dict:
-    """Everything both sides share, read from the dqnlm preset, plus TRL's own knobs."""
+def task_config(task: str, overrides: dict, seed: int = 0):
+    """The dqnlm preset of ``task`` with ``overrides`` and ``seed``, validated (with a star
+    graph task: the lengths its family's prompts and answers take)."""
+    from dqnlm.config_io import replace
     from dqnlm.lm.config import preset_config
+    from dqnlm.lm.stargraph import fit_config
 
-    preset, model, lora = TASKS[task]
-    cfg = preset_config(preset)
+    cfg = replace(preset_config(TASKS[task][0]), {**overrides, "seed": seed}, source="--set")
+    return fit_config(cfg)
+
+
+def task_settings(
+    task: str, lr_overrides: dict[str, float] | None = None, overrides: dict | None = None
+) -> dict:
+    """Everything both sides share, read from the dqnlm preset, plus TRL's own knobs."""
+    from dqnlm.lm.stargraph import model_spec
+
+    preset, model, lora, _ = TASKS[task]
+    cfg = task_config(task, overrides or {})
     trl = TRL_SETTINGS[task]
     return {
         "preset": preset,
-        "model": cfg.model or model,
+        "overrides": overrides or {},
+        # a task's pretrained model is resolved (pretrained on first use) once, here
+        "model": cfg.model or model or (model_spec(cfg) if cfg.task else ""),
         "lora": lora,
         "lora_rank": cfg.lora_rank if lora else 0,
         "lora_alpha": cfg.lora_alpha if lora else None,
@@ -324,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget_s": args.budget_s,
         "eval_n": args.eval_n,
         "threads": args.threads,
-        "settings": task_settings(args.task, dict(args.lr)),
+        "settings": task_settings(args.task, dict(args.lr), args.overrides),
     }
     path = out / "benchmark.json"
     if path.is_file():
@@ -340,13 +411,19 @@ def main(argv: list[str] | None = None) -> int:
     bench["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
     path.write_text(json.dumps(bench, indent=1) + "\n")
     order = run_order(args.methods, args.seeds)
-    for i, (method, seed) in enumerate(order, 1):
+
+    def one(i: int, method: str, seed: int) -> None:
         result_path = out / "runs" / f"{run_name(method, seed)}.json"
         if result_path.is_file() and json.loads(result_path.read_text()).get("status") == "ok":
             print(f"[{i}/{len(order)}] {method} seed {seed}: done before, skipped", flush=True)
-            continue
+            return
         result = launch(out, method, seed, args.budget_s)
         print(f"[{i}/{len(order)}] {method} seed {seed}: {describe(result)}", flush=True)
+
+    # --jobs > 1: runs side by side (threads, each waiting on its own child process)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for done in [pool.submit(one, i, m, s) for i, (m, s) in enumerate(order, 1)]:
+            done.result()
     summarise(out)
     print(f"wrote {out / 'summary.md'}")
     return 0
@@ -421,9 +498,12 @@ def run_one(out: Path, method: str, seed: int) -> int:
         shutil.rmtree(run_dir)  # a failed or killed earlier attempt: start afresh
     run_dir.mkdir(parents=True)
     started = time.perf_counter()
-    if method == "dqnlm":
-        result = run_dqnlm(bench, seed, run_dir)
+    if method in DQNLM_TARGETS:
+        result = run_dqnlm(bench, method, seed, run_dir)
         who = resource.RUSAGE_CHILDREN  # the `dqnlm lm train` process, our only child
+    elif method == "best-of-n":
+        result = run_best_of_n(bench, seed)
+        who = resource.RUSAGE_SELF
     else:
         result = run_trl(bench, method, seed, run_dir)
         who = resource.RUSAGE_SELF
@@ -439,8 +519,8 @@ def run_one(out: Path, method: str, seed: int) -> int:
     return 0
 
 
-def dqnlm_command(bench: dict, seed: int, run_dir: Path) -> list[str]:
-    """The `dqnlm lm train` command line of the dqnlm arm."""
+def dqnlm_command(bench: dict, method: str, seed: int, run_dir: Path) -> list[str]:
+    """The `dqnlm lm train` command line of a dqnlm arm."""
     s = bench["settings"]
     cmd = [sys.executable, "-m", "dqnlm", "lm", "train", "--preset", s["preset"]]
     if s["model"] and s["model"] != _preset_model(s["preset"]):
@@ -452,8 +532,11 @@ def dqnlm_command(bench: dict, seed: int, run_dir: Path) -> list[str]:
         ("max_seconds", bench["budget_s"]),
         ("eval_prompts", bench["eval_n"]),
         ("checkpoint_every", 100_000),
+        *s.get("overrides", {}).items(),
     ):
         cmd += ["--set", f"{key}={value}"]
+    for setting in DQNLM_TARGETS[method]:
+        cmd += ["--set", setting]
     return cmd
 
 
@@ -463,8 +546,8 @@ def _preset_model(preset: str) -> str:
     return preset_config(preset).model
 
 
-def run_dqnlm(bench: dict, seed: int, run_dir: Path) -> dict:
-    cmd = dqnlm_command(bench, seed, run_dir)
+def run_dqnlm(bench: dict, method: str, seed: int, run_dir: Path) -> dict:
+    cmd = dqnlm_command(bench, method, seed, run_dir)
     print(" ".join(cmd), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(bench["threads"])}
     code = subprocess.run(cmd, env=env).returncode
@@ -501,7 +584,9 @@ def read_dqnlm_curve(path: Path) -> list[dict]:
 
 def eval_fields(evaluation: dict) -> dict:
     keys = ("reward", "kl", "distinct_1", "distinct_2", "ref_perplexity", "n")
-    return {**{k: evaluation[k] for k in keys}, "samples": evaluation.get("samples", [])[:3]}
+    task = {k: evaluation[k] for k in ("path_accuracy", "first_step_accuracy") if k in evaluation}
+    samples = evaluation.get("samples", [])[:3]
+    return {**task, **{k: evaluation[k] for k in keys}, "samples": samples}
 
 
 def fit_prompts(tokenizer, prompts: list[str], prompt_tokens: int) -> list[str]:
@@ -512,6 +597,70 @@ def fit_prompts(tokenizer, prompts: list[str], prompt_tokens: int) -> list[str]:
         tokenizer.decode(seq[-prompt_tokens:]) if len(seq) > prompt_tokens else text
         for text, seq in zip(prompts, ids)
     ]
+
+
+def task_prompts(cfg) -> tuple[list[str], list[str]]:
+    """Training and held-out prompts of a config, as ``dqnlm lm train`` draws them."""
+    from dqnlm.lm import stargraph
+    from dqnlm.lm.data import load_prompts
+
+    if cfg.task:
+        return stargraph.train_prompts(cfg), stargraph.evaluation_prompts(cfg)
+    return load_prompts(cfg.prompts), load_prompts(cfg.eval_set)
+
+
+def run_best_of_n(bench: dict, seed: int) -> dict:
+    """No training: for each held-out prompt, ``num_generations`` samples from the starting
+    model with the preset's settings, and the one the task's reward scores highest. The
+    reward is then a verifier at test time, which no trained method gets; KL is the
+    analytic bound log n - (n - 1) / n of best-of-n (Beirami et al. 2024)."""
+    import dataclasses
+
+    import torch
+
+    from dqnlm.lm import stargraph
+    from dqnlm.lm.evaluate import distinct_n
+    from dqnlm.lm.generation import decode_completions, sample_with
+    from dqnlm.lm.models import load_model, load_tokenizer, resolve_model_source
+    from dqnlm.lm.rewards import parse_reward, score_texts
+    from dqnlm.seeding import seed_streams
+
+    torch.set_num_threads(bench["threads"])
+    s, n = bench["settings"], bench["settings"]["trl"]["num_generations"]
+    cfg = task_config(bench["task"], s.get("overrides", {}), seed)
+    cfg = dataclasses.replace(cfg, model=s["model"])
+    source = resolve_model_source(cfg.model, progress=False)
+    tokenizer, model = load_tokenizer(source), load_model(source, cfg.dtype, "cpu").eval()
+    reward = parse_reward(cfg.reward, False)
+    prompts = task_prompts(cfg)[1][: bench["eval_n"]]
+    torch.manual_seed(seed_streams(seed).test)
+    best, best_scores, tokens, started = [], [], 0, time.perf_counter()
+    with torch.no_grad():
+        for prompt in prompts:
+            batch = sample_with(cfg, model, tokenizer, [prompt] * n)
+            texts = decode_completions(tokenizer, batch)
+            scores = score_texts(reward, cfg.reward, texts, [prompt] * n)
+            tokens += int(batch.actions.sum())
+            best.append(texts[int(scores.argmax())])
+            best_scores.append(float(scores.max()))
+    task = stargraph.accuracies(prompts, best) if cfg.task else {}
+    return {
+        **task,
+        "reward": sum(best_scores) / len(prompts),
+        "kl": math.log(n) - (n - 1) / n,
+        "distinct_1": distinct_n(best, 1),
+        "distinct_2": distinct_n(best, 2),
+        "ref_perplexity": None,
+        "n": len(prompts),
+        "samples_per_prompt": n,
+        "samples": [{"prompt": p, "completion": t} for p, t in zip(prompts[:3], best[:3])],
+        "train_s": 0.0,
+        "steps": 0,
+        "tokens": 0,
+        "test_tokens": tokens,
+        "test_s": time.perf_counter() - started,
+        "curve": [],
+    }
 
 
 class TrainedPolicy:
@@ -531,10 +680,10 @@ class TrainedPolicy:
             c.min_new_tokens, c.temperature, c.top_k, c.top_p,
         )  # fmt: skip
 
-    def score(self, texts):
-        import torch
+    def score(self, texts, prompts=None):
+        from dqnlm.lm.rewards import score_texts
 
-        return torch.tensor(self.reward(list(texts)), dtype=torch.float32)
+        return score_texts(self.reward, self.config.reward, list(texts), prompts)
 
 
 def run_trl(bench: dict, method: str, seed: int, run_dir: Path) -> dict:
@@ -550,18 +699,18 @@ def run_trl(bench: dict, method: str, seed: int, run_dir: Path) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from dqnlm.lm.config import preset_config
-    from dqnlm.lm.data import load_prompts
     from dqnlm.lm.evaluate import evaluate
     from dqnlm.lm.generation import format_prompts
     from dqnlm.lm.models import load_model, load_tokenizer, reference_of, resolve_model_source
-    from dqnlm.lm.rewards import parse_reward
+    from dqnlm.lm.rewards import parse_reward, score_texts
 
     s, trl = bench["settings"], bench["settings"]["trl"]
-    cfg = dataclasses.replace(preset_config(s["preset"]), seed=seed, model=s["model"])
+    cfg = task_config(bench["task"], s.get("overrides", {}), seed)
+    cfg = dataclasses.replace(cfg, model=s["model"])
     source = resolve_model_source(cfg.model, progress=False)
     tokenizer = load_tokenizer(source)
-    prompts = format_prompts(tokenizer, load_prompts(cfg.prompts), cfg.chat_template)
+    train, held_out = task_prompts(cfg)
+    prompts = format_prompts(tokenizer, train, cfg.chat_template)
     templated = bool(cfg.chat_template and getattr(tokenizer, "chat_template", None))
     dataset = Dataset.from_dict({"prompt": fit_prompts(tokenizer, prompts, cfg.prompt_tokens)})
     reward = parse_reward(cfg.reward, False)
@@ -579,8 +728,8 @@ def run_trl(bench: dict, method: str, seed: int, run_dir: Path) -> dict:
     stats = {"tokens": 0, "reward": None, "start": None}
     curve: list[dict] = []
 
-    def vader(completions, completion_ids=None, **_):
-        scores = [float(x) for x in reward(list(completions))]
+    def task_reward(completions, prompts=None, completion_ids=None, **_):
+        scores = score_texts(reward, cfg.reward, list(completions), prompts).tolist()
         if completion_ids is not None:
             stats["tokens"] += sum(len(ids) for ids in completion_ids)
         else:  # not seen with TRL 1.16, which always passes them
@@ -652,7 +801,7 @@ def run_trl(bench: dict, method: str, seed: int, run_dir: Path) -> dict:
         common.update(trl["rloo"])
     trainer = Trainer(
         model=model,
-        reward_funcs=vader,
+        reward_funcs=task_reward,
         args=Config(**common),
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -677,7 +826,7 @@ def run_trl(bench: dict, method: str, seed: int, run_dir: Path) -> dict:
         policy_model = load_model(str(trained), cfg.dtype, "cpu")
         reference = reference_of(load_model(source, cfg.dtype, "cpu"), lora=False)
     policy = TrainedPolicy(cfg, policy_model, reference, tokenizer, reward)
-    evaluation = evaluate(policy, load_prompts(cfg.eval_set), bench["eval_n"])
+    evaluation = evaluate(policy, held_out, bench["eval_n"])
     return {
         **eval_fields(evaluation),
         "train_s": curve[-1]["time_s"] if curve else 0.0,
@@ -759,18 +908,20 @@ def reach_ratios(runs: list[dict], meds: dict, budget_s: float) -> dict[str, dic
 
 
 def markdown_table(runs: list[dict], meds: dict) -> str:
-    head = ["method", "seed", *(label for _, label, _ in TABLE_KEYS)]
+    # columns some run filled (a task's own metrics appear only for that task)
+    keys = [key for key in TABLE_KEYS if any(r.get(key[0]) is not None for r in runs)]
+    head = ["method", "seed", *(label for _, label, _ in keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
         if r.get("status") != "ok":
-            cells = [r["method"], str(r["seed"]), "failed"] + [""] * (len(TABLE_KEYS) - 1)
+            cells = [r["method"], str(r["seed"]), "failed"] + [""] * (len(keys) - 1)
         else:
             cells = [r["method"], str(r["seed"])]
-            cells += [_fmt(r.get(k), spec) for k, _, spec in TABLE_KEYS]
+            cells += [_fmt(r.get(k), spec) for k, _, spec in keys]
         lines.append("| " + " | ".join(cells) + " |")
     for method, row in meds.items():
         cells = [f"**{method} median**", f"n={row['n']}"]
-        cells += [_fmt(row.get(k), spec) for k, _, spec in TABLE_KEYS]
+        cells += [_fmt(row.get(k), spec) for k, _, spec in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -45,6 +45,10 @@ def test_arguments_parse_with_defaults(bench):
         ["--lr", "dqnlm=1e-3"],
         ["--lr", "grpo=-1"],
         ["--lr", "grpo"],
+        ["--jobs", "0"],
+        ["--set", "degree=x"],
+        ["--set", "no_such_key=1"],
+        ["--task", "stargraph", "--set", "nodes=5"],
     ],
 )
 def test_bad_arguments_exit_with_a_usage_error(bench, extra, capsys):
@@ -241,7 +245,7 @@ def test_settings_come_from_the_dqnlm_preset(bench, task):
 def test_dqnlm_command_carries_the_budget(bench, tmp_path):
     settings = bench.task_settings("sentiment")
     cmd = bench.dqnlm_command(
-        {"settings": settings, "threads": 2, "budget_s": 30.0, "eval_n": 8}, 3, tmp_path
+        {"settings": settings, "threads": 2, "budget_s": 30.0, "eval_n": 8}, "dqnlm", 3, tmp_path
     )
     assert cmd[1:6] == ["-m", "dqnlm", "lm", "train", "--preset"]
     assert "--model" not in cmd  # the preset's own model (the embedded GPT-2)
@@ -267,3 +271,63 @@ def test_settings_lines_say_whether_the_chat_template_applied(bench):
     )
     text = "\n".join(bench.settings_lines(benchmark))
     assert "LoRA r=16" in text and "beta` = 0.1 " in text
+
+
+def test_stargraph_runs_every_method_and_takes_a_family(bench):
+    args = bench.parse_args([*BASE, "--task", "stargraph", "--set", "degree=3", "--jobs", "2"])
+    assert args.methods == list(bench.METHODS) and args.jobs == 2
+    assert args.overrides == {"degree": 3}
+    cfg = bench.task_config("stargraph", args.overrides, seed=4)
+    assert (cfg.degree, cfg.seed, cfg.reward) == (3, 4, "stargraph")
+    assert cfg.prompt_tokens == 3 * 3 * 4 + 3  # the family's prompt length, fitted
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("dqnlm", []),
+        ("dqnlm-hard", ["target_update=hard", "target_update_period=20"]),
+        ("dqnlm-none", ["target_update=none"]),
+    ],
+)
+def test_dqnlm_arms_differ_only_in_their_target_network(bench, tmp_path, method, expected):
+    settings = {**bench.task_settings("sentiment"), "overrides": {"degree": 3}}
+    benchmark = {"settings": settings, "threads": 1, "budget_s": 9.0, "eval_n": 4}
+    cmd = bench.dqnlm_command(benchmark, method, 0, tmp_path)
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert "degree=3" in sets
+    assert [s for s in sets if s.startswith("target_update")] == expected
+
+
+def test_markdown_table_shows_task_columns_only_when_some_run_has_them(bench):
+    run = {"method": "dqnlm", "seed": 0, "status": "ok", "reward": 0.5, "kl": 1.0}
+    assert "path accuracy" not in bench.markdown_table([run], {})
+    table = bench.markdown_table([{**run, "path_accuracy": 0.75}], {})
+    assert "path accuracy" in table and "0.750" in table
+
+
+def test_best_of_n_keeps_the_sample_the_task_reward_prefers(bench, tmp_path, monkeypatch):
+    """G(2, 2) over 8 labels from a briefly pretrained model: one sample is often wrong, the
+    best of eight by the path reward is right far more often."""
+    import functools
+
+    from dqnlm.lm import stargraph
+
+    monkeypatch.setenv("DQNLM_CACHE", str(tmp_path))
+    quick = dict(steps=300, batch_size=32, n_layer=1, n_embd=32, n_head=2, eval_every=300)
+    monkeypatch.setattr(
+        stargraph, "PretrainStarConfig", functools.partial(stargraph.PretrainStarConfig, **quick)
+    )
+    settings = bench.task_settings("stargraph", overrides={"arm_length": 2, "nodes": 8})
+    assert Path(settings["model"]).is_relative_to(tmp_path)  # pretrained on first use
+
+    def best_of(n: int) -> dict:
+        trl = {**settings["trl"], "num_generations": n}
+        benchmark = {"task": "stargraph", "threads": 1, "eval_n": 30}
+        return bench.run_best_of_n({**benchmark, "settings": {**settings, "trl": trl}}, 0)
+
+    one, eight = best_of(1), best_of(8)
+    assert one["n"] == eight["n"] == 30 and eight["samples_per_prompt"] == 8
+    assert eight["reward"] == pytest.approx(eight["path_accuracy"])  # the reward is the path
+    assert one["path_accuracy"] + 0.2 < eight["path_accuracy"], (one, eight)
+    assert eight["kl"] == pytest.approx(math.log(8) - 7 / 8) and one["kl"] == 0
