@@ -425,6 +425,8 @@ class LMTrainer(Trainer):
         if self.run_dir is None:
             raise DQNLMError("LMTrainer.learn needs a run directory (the tuned model goes there)")
         group = self.group  # ranks but the first train beside it and write nothing
+        if not cfg.offline_data:
+            _ = self.prompts  # drawn before the clock starts: 200k star graphs take seconds
         run = Run(
             self, COLUMNS, total=cfg.rounds, unit="round", desc="lm q-learning",
             progress=progress and group.main, tensorboard=tensorboard, tb_prefix="lm",
