@@ -88,10 +88,17 @@ class DialogueEnv(gym.Env):
             raise DQNLMError(
                 f"action must be an integer in [0, {self.action_space.n}), got {action!r}"
             )
-        act = self.tracker.act(int(action))
+        return self.play(self.tracker.act(int(action)))
+
+    def play(self, act: Act, text: str | None = None):
+        """One agent turn given as an act (``step`` fills its action's act from the KB);
+        ``text`` is what the agent said, when it spoke words itself (default: the NLG's)."""
+        if self.simulator.done:
+            raise DQNLMError("the dialogue is over; call reset() first")
         self.tracker.observe_agent(act)
         reply = self.simulator.step(act)
-        self.turns.append(Turn("agent", act, self.nlg.agent(act, len(self.turns))))
+        said = self.nlg.agent(act, len(self.turns)) if text is None else text
+        self.turns.append(Turn("agent", act, said))
         self.tracker.observe_user(self._hear(reply))
         limit = self.config.max_turns
         rewards = {None: -1.0, "success": 2.0 * limit, "failure": -1.0 * limit}
