@@ -174,6 +174,29 @@ def sample(
     prompt, prompt_attention, truncated = encode_prompts(tokenizer, prompts, prompt_tokens)
     prompt, prompt_attention = prompt.to(device), prompt_attention.to(device)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    completion, logprobs = sample_ids(
+        model, prompt, prompt_attention, new_tokens, eos, pad,
+        min_new_tokens, temperature, top_k, top_p,
+    )  # fmt: skip
+    return assemble(prompt, prompt_attention, completion, eos, truncated, logprobs)
+
+
+@torch.no_grad()
+def sample_ids(
+    model,
+    prompt: torch.Tensor,
+    prompt_attention: torch.Tensor,
+    new_tokens: int,
+    eos: int,
+    pad: int,
+    min_new_tokens: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample` on left-padded prompt ids: ``[B, new_tokens]`` completions (``pad``
+    after each row's end-of-text) and the log-prob each token was drawn with (0 after it)."""
+    device = prompt.device
     rows = len(prompt)
     completion = torch.full((rows, new_tokens), pad, dtype=torch.long, device=device)
     logprobs = torch.zeros(rows, new_tokens, device=device)
@@ -208,7 +231,7 @@ def sample(
         if done.all():
             break
         step_input = token[:, None]
-    return assemble(prompt, prompt_attention, completion, eos, truncated, logprobs)
+    return completion, logprobs
 
 
 def sample_with(config: LMConfig, model, tokenizer, prompts: list[str]) -> TokenBatch:

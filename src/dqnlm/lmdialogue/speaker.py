@@ -1,0 +1,208 @@
+"""The embedded dialogue speaker: a small GPT-2 that reads a dialogue and writes the
+agent's turn, pretrained offline on dialogues the package renders itself.
+
+The corpus is the rule agent's dialogues on the domain's *training* goals, played in
+words through :class:`~dqnlm.dialogue.text_env.TextDialogueEnv`. A share ``explore`` of
+agent turns is a random non-closing action instead of the rule's, so every act of the
+domain appears in the text and the speaker gives each some probability (what
+Q-learning explores from); the rest is the rule agent's, so the speaker imitates the
+rule agent and nothing else (no learned policy is copied). A byte-level BPE tokenizer is
+trained on the same text: any string an agent writes encodes, for every schema domain.
+
+One dialogue is one sequence: environment segments (user turn, state line, ``agent:``
+cue) and agent segments (``" " + words`` then end-of-text), tokenised one segment at a
+time and concatenated, so rollouts and training see exactly the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dqnlm.core.checkpoint import atomic_dir
+from dqnlm.dialogue.agents import RuleAgent
+from dqnlm.dialogue.config import DialogueConfig
+from dqnlm.dialogue.text_env import TextDialogueEnv
+from dqnlm.lm.pretrain import cache_root, small_gpt2, train_tokenizer, warmup_cosine
+from dqnlm.lm.quiet import quiet_transformers
+
+SUMMARY = "speaker.json"
+
+Segments = list[tuple[str, bool]]
+"""A dialogue as text segments, each flagged True when the agent wrote it."""
+
+
+@dataclass(frozen=True)
+class SpeakerConfig:
+    dialogues: int = 4000
+    """Rendered training dialogues (rule agent on training goals)."""
+    explore: float = 0.2
+    """Share of agent turns that are a random non-closing action instead of the rule's."""
+    vocab_size: int = 1024
+    """Byte-level BPE vocabulary, end-of-text included."""
+    context: int = 1024
+    """Maximum tokens the model reads (n_positions): a whole dialogue fits."""
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_embd: int = 128
+    """Hidden width."""
+    n_head: int = 4
+    """Attention heads."""
+    steps: int = 1200
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Dialogues per step."""
+    learning_rate: float = 2e-3
+    """Peak AdamW step size (warm-up, then cosine decay)."""
+    seed: int = 0
+    """Seeds the corpus, the batches and the initial weights."""
+
+
+def rendered_dialogue(env: TextDialogueEnv, choose, goal: int, seed: int) -> tuple[Segments, dict]:
+    """One dialogue in words: ``choose(env) -> action`` picks each agent turn, spoken
+    through :meth:`TextDialogueEnv.say`. Returns the segments and the last ``info``."""
+    segments: Segments = [(env.reset(seed=seed, goal=goal), False)]
+    done, info = False, {}
+    while not done:
+        words = env.say(choose(env))
+        observation, _, done, info = env.step(words)
+        segments.append((words, True))
+        if not done:
+            segments.append((observation, False))
+    return segments, info
+
+
+def rule_corpus(dialogue: DialogueConfig, n: int, explore: float, seed: int) -> list[Segments]:
+    """``n`` rule-agent dialogues on training goals, ``explore`` of turns random."""
+    env = TextDialogueEnv(replace(dialogue, split="train"))
+    rule = RuleAgent(env.domain)
+    actions = env.domain.agent_actions
+    open_ended = [i for i, a in enumerate(actions) if a.intent not in ("thanks", "closing")]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+
+    def choose(env: TextDialogueEnv) -> int:
+        rule_action = rule.act(None, env.env.tracker)  # keeps the rule's memory current
+        if rng.random() < explore:
+            return int(rng.choice(open_ended))
+        return rule_action
+
+    corpus = []
+    for _ in range(n):
+        rule.reset()
+        goal = int(rng.integers(len(env.goals)))
+        corpus.append(rendered_dialogue(env, choose, goal, int(rng.integers(2**31)))[0])
+    return corpus
+
+
+def encode_segment(tokenizer, text: str, agent: bool) -> list[int]:
+    """A segment's ids: agent words get a leading space and end-of-text after them."""
+    if agent:
+        return tokenizer(" " + text, add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_dialogue(tokenizer, segments: Segments) -> tuple[list[int], list[int]]:
+    """Ids of a whole dialogue and a 0/1 flag per id: 1 on what the agent wrote."""
+    ids, agent = [], []
+    for text, by_agent in segments:
+        piece = encode_segment(tokenizer, text, by_agent)
+        ids += piece
+        agent += [int(by_agent)] * len(piece)
+    return ids, agent
+
+
+def _domain_digest(dialogue: DialogueConfig) -> str:
+    """The schema's content, so an edited schema file gets its own speaker."""
+    env = TextDialogueEnv(dialogue)
+    return hashlib.sha256(Path(env.domain.source).read_bytes()).hexdigest()[:16]
+
+
+def speaker_dir(dialogue: DialogueConfig, config: SpeakerConfig) -> Path:
+    """The cached speaker of a domain and settings under the dqnlm cache."""
+    settings = json.dumps(asdict(config), sort_keys=True).encode()
+    tag = hashlib.sha256(settings).hexdigest()[:8]
+    name = TextDialogueEnv(dialogue).domain.name
+    return cache_root() / "dialogue-speaker" / f"{name}-{_domain_digest(dialogue)}-{tag}"
+
+
+def _batch(rows: list[tuple[list[int], list[int]]], pad: int, context: int):
+    """Right-padded ids, attention and labels (-100 on padding) for a list of dialogues."""
+    width = min(context, max(len(ids) for ids, _ in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for r, (seq, _) in enumerate(rows):
+        seq = seq[:width]
+        ids[r, : len(seq)] = torch.tensor(seq)
+        attention[r, : len(seq)] = 1
+    labels = ids.masked_fill(attention == 0, -100)
+    return ids, attention, labels
+
+
+def pretrain_speaker(
+    dialogue: DialogueConfig,
+    config: SpeakerConfig = SpeakerConfig(),
+    out: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Render the corpus, train tokenizer and model, write them and ``speaker.json`` to
+    ``out`` (default: :func:`speaker_dir`) atomically."""
+    out = Path(out) if out is not None else speaker_dir(dialogue, config)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 18]))
+    corpus = rule_corpus(dialogue, config.dialogues, config.explore, config.seed)
+    texts = ["".join(text for text, _ in segments) for segments in corpus]
+    tokenizer = train_tokenizer(texts, config.vocab_size)
+    tokenizer.pad_token = tokenizer.eos_token
+    encoded = [encode_dialogue(tokenizer, segments) for segments in corpus]
+    lengths = [len(ids) for ids, _ in encoded]
+    model = small_gpt2(tokenizer, config.context, config.n_embd, config.n_layer, config.n_head)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
+    history = []
+    bar = tqdm(range(config.steps), desc="pretraining speaker", unit="step", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(step, config.steps, config.learning_rate)
+        rows = [encoded[i] for i in rng.integers(len(encoded), size=config.batch_size)]
+        ids, attention, labels = _batch(rows, tokenizer.eos_token_id, config.context)
+        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if (step + 1) % 100 == 0 or step + 1 == config.steps:
+            history.append({"step": step + 1, "loss": loss.item()})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        summary = {
+            "domain": TextDialogueEnv(dialogue).domain.name,
+            "config": asdict(config),
+            "tokens_per_dialogue": {"median": float(np.median(lengths)), "max": max(lengths)},
+            "history": history,
+            "seconds": time.perf_counter() - started,
+        }
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    return out
+
+
+def resolve_speaker(
+    dialogue: DialogueConfig, config: SpeakerConfig = SpeakerConfig(), progress: bool = True
+) -> Path:
+    """The cached speaker of ``dialogue``'s domain, pretrained on first use."""
+    path = speaker_dir(dialogue, config)
+    if not (path / SUMMARY).is_file():
+        pretrain_speaker(dialogue, config, path, progress)
+    return path
