@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from dqnlm.cli import common
 from dqnlm.dialogue.config import RULE_EVAL_SEED
+from dqnlm.errors import DQNLMError
 from dqnlm.rundir import training_run
 from dqnlm.seeding import seed_streams
 
@@ -49,6 +51,7 @@ def _agent_arguments(p, split_default: str) -> None:
 
 def add_dialogue_parser(sub) -> None:
     from dqnlm.dialogue.config import DialogueDQNConfig
+    from dqnlm.lmdialogue.config import LMDialogueConfig
 
     dialogue = sub.add_parser(
         "dialogue", help="task-oriented dialogue: a DQN policy against a user simulator"
@@ -60,13 +63,31 @@ def add_dialogue_parser(sub) -> None:
         "network, Double DQN, action masking) on the domain's training goals, then "
         "evaluate it on the held-out test goals. Settings apply in order: --config file, "
         "--domain, --set, then --seed/--epochs.",
-        epilog=common.config_fields_help(DialogueDQNConfig),
+        epilog="--agent dqn (default) fields:\n"
+        + common.config_fields_help(DialogueDQNConfig)
+        + "\n\n--agent lm fields:\n"
+        + common.config_fields_help(LMDialogueConfig),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--agent",
+        choices=("dqn", "lm"),
+        default="dqn",
+        help="dqn: a Q-network over dialogue acts; lm: a language model that speaks every "
+        "agent turn, trained by multi-turn token-level Q-learning (default dqn)",
+    )
     p.add_argument("--domain", help="movie (default), restaurant, or a schema file (.json/.yaml)")
+    p.add_argument(
+        "--model",
+        help="--agent lm: a Hugging Face model folder or name (default: the embedded speaker, "
+        "a small GPT-2 pretrained on the domain's rule-agent dialogues on first use)",
+    )
     common.add_config_arguments(p, "target_update=polyak")
     p.add_argument("--seed", type=int)
-    p.add_argument("--epochs", type=int, help="training epochs (also extends --resume)")
+    p.add_argument(
+        "--epochs", type=int, help="--agent dqn: training epochs (also extends --resume)"
+    )
+    p.add_argument("--rounds", type=int, help="--agent lm: training rounds (also extends --resume)")
     common.add_train_arguments(p, "dialogue-<domain>", TRUST)
 
     p = dialogue.add_parser(
@@ -128,6 +149,11 @@ def cmd_train(args) -> int:
     from dqnlm.dialogue.dqn import DialogueDQN, domain_inside
 
     common.set_threads(args.threads)
+    if args.agent == "lm" or (args.resume and _is_lm_run(Path(args.resume))):
+        return _train_lm(args)
+    if args.model is not None or args.rounds is not None:
+        flag = "--model" if args.model is not None else "--rounds"
+        raise DQNLMError(f"{flag} is an option of --agent lm")
     if args.resume:
         common.refuse_config_with_resume(args, ("epochs",), ("domain",))
         run_dir = args.resume
@@ -170,13 +196,106 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_lm_run(run_dir: Path) -> bool:
+    """Whether a run directory holds an LM dialogue run (its config has LM fields)."""
+    from dqnlm.config_io import load_toml
+
+    toml = run_dir / "config.toml"
+    try:
+        return toml.is_file() and "new_tokens" in load_toml(toml)
+    except DQNLMError:
+        return False
+
+
+def _train_lm(args) -> int:
+    from dqnlm.dialogue.dqn import domain_inside
+    from dqnlm.lmdialogue.config import LMDialogueConfig
+    from dqnlm.lmdialogue.trainer import LMDialogueTrainer
+
+    if args.epochs is not None:
+        raise DQNLMError("--epochs is an option of --agent dqn; --agent lm trains --rounds")
+    if args.resume:
+        common.refuse_config_with_resume(args, ("rounds",), ("domain", "model"))
+        run_dir = Path(args.resume)
+    else:
+        config = common.layer_config(
+            LMDialogueConfig(),
+            args.config,
+            args.overrides,
+            {"seed": args.seed, "rounds": args.rounds},
+            before_set={"domain": args.domain, "model": args.model},
+        ).validate()
+        name = f"dialogue-lm-{Path(config.domain).stem}"
+        run_dir = args.run_dir or common.default_run_dir(name, config.seed)
+    progress = not args.no_progress
+    with training_run(
+        run_dir,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        new=lambda: LMDialogueTrainer(config, run_dir, progress, args.trust_code),
+        load=lambda: LMDialogueTrainer.load(
+            run_dir, rounds=args.rounds, trust_code=args.trust_code
+        ),
+        restart=lambda values, source: LMDialogueTrainer(
+            domain_inside(
+                common.config_from_run(LMDialogueConfig, values, source, rounds=args.rounds),
+                run_dir,
+                source,
+                args.trust_code,
+            ),
+            run_dir,
+            progress,
+            args.trust_code,
+        ),
+    ) as agent:
+        if agent.last_checkpoint:
+            print(f"resuming {run_dir} at round {agent.round} of {agent.config.rounds}")
+        result = agent.learn(progress=progress, tensorboard=not args.no_tensorboard)
+    print(
+        f"test goals: success {result['success_rate']:.3f}, {result['avg_turns']:.1f} turns, "
+        f"reward {result['avg_reward']:.1f}, parse rate {result['parse_rate']:.3f} over "
+        f"{result['episodes']} dialogues ({result['dialogues']:,} training dialogues, "
+        f"{result['train_seconds']:.0f} s)"
+    )
+    print(f"run directory: {agent.run_dir}")
+    return 0
+
+
+def _lm_agent(args, **env_overrides):
+    """(env config, run config, model, tokenizer, first seed) of an LM run, or None."""
+    if args.agent == RULE or not (Path(args.agent) / "policy").is_dir():
+        return None
+    from dqnlm.lmdialogue.trainer import load_agent
+
+    config, model, tokenizer = load_agent(args.agent, trust_code=args.trust_code)
+    if args.domain is not None:
+        raise DQNLMError("--domain: an LM dialogue run speaks its own domain only")
+    noise = {k: v for k, v in env_overrides.items() if k == "slot_error_rate"}
+    env_config = dataclasses.replace(config.env_config(env_overrides.get("split", "test")), **noise)
+    seed = seed_streams(config.seed).test if args.seed is None else args.seed
+    return env_config, config, model, tokenizer, seed
+
+
 def cmd_eval(args) -> int:
     from dqnlm.dialogue import DialogueEnv, evaluate
 
     common.check_seed_flag(args.seed)
     common.check_episodes(args.episodes, MAX_EVAL_EPISODES)
-    config, agent, seed = _load_agent(args, **_env_overrides(args))
-    result = evaluate(DialogueEnv(config), agent, seed=seed, episodes=args.episodes)
+    lm = _lm_agent(args, **_env_overrides(args))
+    if lm is not None:
+        from dqnlm.dialogue.text_env import TextDialogueEnv
+        from dqnlm.lmdialogue import rollout
+
+        config, run_config, model, tokenizer, seed = lm
+        envs = [TextDialogueEnv(config, run_config.state_line) for _ in range(32)]
+        episodes = args.episodes or len(envs[0].goals)
+        result = rollout.evaluate(
+            model, tokenizer, envs, episodes, seed, run_config.new_tokens,
+            context_of(model),
+        )  # fmt: skip
+    else:
+        config, agent, seed = _load_agent(args, **_env_overrides(args))
+        result = evaluate(DialogueEnv(config), agent, seed=seed, episodes=args.episodes)
     if args.json:
         print(json.dumps(result))
     else:
@@ -185,8 +304,15 @@ def cmd_eval(args) -> int:
             f"{args.agent} on {config.split} goals{noise}: success {result['success_rate']:.3f}, "
             f"{result['avg_turns']:.2f} turns, reward {result['avg_reward']:.2f} "
             f"over {result['episodes']} dialogues"
+            + (f", parse rate {result['parse_rate']:.3f}" if "parse_rate" in result else "")
         )
     return 0
+
+
+def context_of(model) -> int:
+    from dqnlm.lm.models import context_length
+
+    return context_length(model) or 2048
 
 
 def cmd_show(args) -> int:
@@ -194,6 +320,9 @@ def cmd_show(args) -> int:
 
     common.check_seed_flag(args.seed)
     common.check_episodes(args.episodes, MAX_SHOW_EPISODES)
+    lm = _lm_agent(args, **_env_overrides(args))
+    if lm is not None:
+        return _show_lm(args, *lm)
     config, agent, seed = _load_agent(args, **_env_overrides(args))
     env = DialogueEnv(config, render_mode="ansi")
     for i in range(args.episodes):
@@ -213,6 +342,28 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _show_lm(args, config, run_config, model, tokenizer, seed) -> int:
+    """An LM agent's dialogues: the words it wrote, the act the agent NLU read, what the
+    user heard, turn by turn."""
+    from dqnlm.dialogue.text_env import TextDialogueEnv
+    from dqnlm.lmdialogue import rollout
+
+    env = TextDialogueEnv(config, run_config.state_line)
+    for i in range(args.episodes):
+        goal = i % len(env.goals)
+        [played] = rollout.play(
+            model, tokenizer, [env], [(goal, seed + i)], run_config.new_tokens, greedy=True,
+            context=context_of(model),
+        )  # fmt: skip
+        print(f"--- dialogue {i + 1}: {config.split} goal {goal}")
+        print(f"    constraints: {_pairs(env.env.goal.constraints)}")
+        print(f"    requests:    {', '.join(env.env.goal.requests)}")
+        print(env.transcript())
+        outcome = "success" if played.success else "failure"
+        print(f"    => {outcome} in {played.turns} agent turns, reward {played.total:g}\n")
+    return 0
+
+
 def _pairs(values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
@@ -221,6 +372,9 @@ def cmd_chat(args) -> int:
     from dqnlm.dialogue import NLG, NLU, Act, StateTracker, build_world, load_domain
 
     common.check_seed_flag(args.seed)
+    lm = _lm_agent(args)
+    if lm is not None:
+        return _chat_lm(args, *lm)
     config, agent, _ = _load_agent(args)
     domain = load_domain(config.domain)
     world = build_world(domain)
@@ -258,6 +412,60 @@ def cmd_chat(args) -> int:
         variant += 1
         print(f"agent: {nlg.agent(action, variant)}")
         if action.intent in ("thanks", "closing"):
+            print("(the agent ended the dialogue)")
+            return 0
+        if tracker.turn >= config.max_turns - 1:
+            print(f"(the dialogue reached its {config.max_turns}-utterance limit)")
+            return 0
+
+
+def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
+    """You are the user; the LM writes each agent turn, the agent NLU reads it, the
+    tracker fills its values from the knowledge base."""
+    from dqnlm.dialogue import NLG, NLU, Act, StateTracker, build_world, load_domain
+    from dqnlm.dialogue.agent_nlu import AgentNLU
+    from dqnlm.dialogue.text_env import clean_text, observation_text
+    from dqnlm.lmdialogue import rollout
+    from dqnlm.lmdialogue.speaker import encode_segment
+
+    domain = load_domain(config.domain)
+    world = build_world(domain)
+    tracker = StateTracker(domain, world.kb, config.max_turns)
+    nlu, nlg, agent_nlu = NLU(domain), NLG(domain), AgentNLU(domain)
+    example = world.goals("test")[args.seed % len(world.goals("test"))]
+    print(f"You are the user of a {domain.name} booking agent (a language model).")
+    print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
+    print("Ctrl-D ends the chat.\n")
+    ids: list[int] = []
+    started = False
+    while True:
+        try:
+            text = input("you: ")
+        except EOFError:
+            print("\n(chat ended)")
+            return 0
+        except UnicodeDecodeError:
+            text = ""
+        text = clean_text(text)[:2000]
+        act = nlu.parse(text)
+        if started:
+            tracker.observe_user(act)
+        else:
+            tracker.reset(act)
+            started = True
+        state = tracker if run_config.state_line else None
+        ids += encode_segment(tokenizer, observation_text(text, state), False)
+        [turn] = rollout.next_turns(
+            model, tokenizer, [ids], run_config.new_tokens, greedy=True, context=context_of(model)
+        )
+        ids += turn if turn[-1] == tokenizer.eos_token_id else [*turn, tokenizer.eos_token_id]
+        written = tokenizer.decode(turn, skip_special_tokens=True).strip()
+        action = agent_nlu.action(agent_nlu.parse(written))
+        performed = Act("unknown") if action is None else tracker.act(action)
+        tracker.observe_agent(performed)
+        spoken = written if action is None else nlg.agent(performed)
+        print(f"agent: {spoken}")
+        if performed.intent in ("thanks", "closing"):
             print("(the agent ended the dialogue)")
             return 0
         if tracker.turn >= config.max_turns - 1:

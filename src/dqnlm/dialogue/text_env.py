@@ -33,7 +33,7 @@ from dqnlm.dialogue.acts import UNKNOWN, Act
 from dqnlm.dialogue.agent_nlu import AgentNLU, placeholder
 from dqnlm.dialogue.config import DialogueConfig
 from dqnlm.dialogue.env import DialogueEnv
-from dqnlm.dialogue.tracker import MATCH_BUCKETS
+from dqnlm.dialogue.tracker import MATCH_BUCKETS, StateTracker
 
 USER, STATE, AGENT = "user:", "state:", "agent:"
 
@@ -57,6 +57,27 @@ def match_bucket(matches: int) -> str:
     return f"{edges[i]}+" if i == len(edges) - 1 else (
         str(edges[i]) if edges[i + 1] - edges[i] == 1 else f"{edges[i]}-{edges[i + 1] - 1}"
     )  # fmt: skip
+
+
+def clean_text(text: str | bytes) -> str:
+    """Valid UTF-8 text on one line: undecodable bytes and lone surrogates (what a
+    terminal hands over for invalid input) become U+FFFD, whitespace runs one space."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = str(text).encode("utf-8", errors="replace").decode("utf-8")
+    return " ".join(text.split())
+
+
+def observation_text(user_text: str, tracker: StateTracker | None) -> str:
+    """What the agent reads before its turn: the user's words, the state line of
+    ``tracker`` (None: no state line) and the agent cue."""
+    lines = [f"{USER} {user_text}"]
+    if tracker is not None:
+        known = " ".join(tracker.known) or "none"
+        booked = "yes" if tracker.booking is not None else "no"
+        matches = match_bucket(tracker.matches())
+        lines.append(f"{STATE} known {known} ; matches {matches} ; booked {booked}")
+    return "\n".join(lines) + f"\n{AGENT}"
 
 
 class TextDialogueEnv:
@@ -84,20 +105,11 @@ class TextDialogueEnv:
 
     def observation(self) -> str:
         """The user's last turn, the state line and the agent cue."""
-        lines = [f"{USER} {self.env.turns[-1].text}"]
-        if self.state_line:
-            tracker = self.env.tracker
-            known = " ".join(tracker.known) or "none"
-            booked = "yes" if tracker.booking is not None else "no"
-            lines.append(
-                f"{STATE} known {known} ; matches {match_bucket(tracker.matches())} ; booked {booked}"
-            )
-        return "\n".join(lines) + f"\n{AGENT}"
+        tracker = self.env.tracker if self.state_line else None
+        return observation_text(self.env.turns[-1].text, tracker)
 
     def step(self, text: str | bytes):
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
-        written = str(text).strip()
+        written = clean_text(text)
         act = self.nlu.parse(written)
         action = self.nlu.action(act)
         performed = Act(UNKNOWN) if action is None else self.env.tracker.act(action)

@@ -70,22 +70,18 @@ def play(
     ``greedy`` takes the most likely token at every step. A prompt keeps the last
     ``context - new_tokens`` tokens of its dialogue (the model's context)."""
     eos = tokenizer.eos_token_id
-    device = next(model.parameters()).device
     played = [Played() for _ in starts]
     for env, (goal, seed), record in zip(envs, starts, played):
         record.add(encode_segment(tokenizer, env.reset(seed=seed, goal=goal), False), 0)
     live = list(range(len(starts)))
     while live:
-        prompt, attention = left_padded([played[i].ids for i in live], eos, context - new_tokens)
-        completion, _ = sample_ids(
-            model, prompt.to(device), attention.to(device), new_tokens, eos, eos,
-            temperature=1.0 if greedy else temperature, top_k=1 if greedy else 0,
+        turns = next_turns(
+            model, tokenizer, [played[i].ids for i in live], new_tokens, temperature, greedy,
+            context,
         )  # fmt: skip
         still = []
-        for row, i in enumerate(live):
-            tokens = completion[row].tolist()
-            ended = eos in tokens
-            tokens = tokens[: tokens.index(eos) + 1] if ended else tokens
+        for tokens, i in zip(turns, live):
+            ended = tokens[-1] == eos
             text = tokenizer.decode(tokens, skip_special_tokens=True)
             observation, reward, done, info = envs[i].step(text)
             record = played[i]
@@ -103,6 +99,31 @@ def play(
                 still.append(i)
         live = still
     return played
+
+
+@torch.no_grad()
+def next_turns(
+    model,
+    tokenizer,
+    dialogues: list[list[int]],
+    new_tokens: int,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    context: int = 1024,
+) -> list[list[int]]:
+    """The agent's next turn in each dialogue (ids so far, ending in the agent cue): its
+    tokens up to and including end-of-text, or ``new_tokens`` tokens when it has none."""
+    eos = tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    prompt, attention = left_padded(dialogues, eos, context - new_tokens)
+    completion, _ = sample_ids(
+        model, prompt.to(device), attention.to(device), new_tokens, eos, eos,
+        temperature=1.0 if greedy else temperature, top_k=1 if greedy else 0,
+    )  # fmt: skip
+    turns = []
+    for row in completion.tolist():
+        turns.append(row[: row.index(eos) + 1] if eos in row else row)
+    return turns
 
 
 def summary(played: list[Played]) -> dict[str, float]:
