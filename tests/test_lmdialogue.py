@@ -1,0 +1,144 @@
+"""LM dialogue agents: the rendered corpus, a tiny speaker, multi-turn rollouts, and the
+trainer end to end (run directory, hashed policy, resume, the CLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dqnlm.core.checkpoint import CheckpointError
+from dqnlm.dialogue.agent_nlu import AgentNLU
+from dqnlm.dialogue.config import DialogueConfig
+from dqnlm.dialogue.schema import load_domain
+from dqnlm.dialogue.text_env import TextDialogueEnv
+from dqnlm.lm.models import load_checked
+from dqnlm.lmdialogue import rollout
+from dqnlm.lmdialogue.config import LMDialogueConfig
+from dqnlm.lmdialogue.speaker import (
+    SpeakerConfig,
+    encode_dialogue,
+    encode_segment,
+    pretrain_speaker,
+    rule_corpus,
+)
+from dqnlm.lmdialogue.trainer import LMDialogueTrainer, load_agent
+
+TINY = SpeakerConfig(dialogues=60, steps=40, n_layer=1, n_embd=32, n_head=2, context=512,
+                     vocab_size=400, batch_size=8, learning_rate=3e-3)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def speaker(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return pretrain_speaker(
+        DialogueConfig(), TINY, tmp_path_factory.mktemp("speaker") / "movie", progress=False
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(speaker):
+    _, tokenizer, model = load_checked(str(speaker), "float32", torch.device("cpu"))
+    return model, tokenizer
+
+
+def tiny_run(speaker: Path, **changes) -> LMDialogueConfig:
+    values = dict(
+        model=str(speaker), rounds=2, dialogues_per_round=3, batch_size=3, updates_per_round=1,
+        new_tokens=12, eval_episodes=3, test_episodes=3, eval_interval=1, checkpoint_every=1,
+        max_turns=12,
+    )  # fmt: skip
+    values.update(changes)
+    return LMDialogueConfig(**values)
+
+
+def test_the_corpus_is_the_rule_agent_in_words():
+    domain = load_domain("movie")
+    nlu = AgentNLU(domain)
+    corpus = rule_corpus(DialogueConfig(), 20, explore=0.0, seed=3)
+    for segments in corpus:
+        assert not segments[0][1] and segments[-1][1]  # the user opens, the agent closes
+        flags = [agent for _, agent in segments]
+        assert all(a != b for a, b in zip(flags, flags[1:]))  # turns alternate
+        for text, agent in segments:
+            if agent:
+                assert nlu.action(nlu.parse(text)) is not None, text
+    assert corpus == rule_corpus(DialogueConfig(), 20, explore=0.0, seed=3)  # seeded
+
+
+def test_dialogues_encode_segment_by_segment(loaded):
+    _, tokenizer = loaded
+    segments = rule_corpus(DialogueConfig(), 1, explore=0.2, seed=0)[0]
+    ids, agent = encode_dialogue(tokenizer, segments)
+    expected = [t for text, a in segments for t in encode_segment(tokenizer, text, a)]
+    assert ids == expected
+    eos = tokenizer.eos_token_id
+    turns = sum(a for _, a in segments)
+    assert sum(1 for t, a in zip(ids, agent) if a and t == eos) == turns
+    assert tokenizer.decode([t for t, a in zip(ids, agent) if a and t != eos]).strip()
+
+
+def test_rollouts_record_whole_dialogues(loaded):
+    model, tokenizer = loaded
+    envs = [TextDialogueEnv(DialogueConfig(split="test", max_turns=10)) for _ in range(3)]
+    torch.manual_seed(0)
+    played = rollout.play(model, tokenizer, envs, [(0, 1), (1, 2), (2, 3)], 12)
+    eos = tokenizer.eos_token_id
+    for p in played:
+        assert len(p.ids) == len(p.agent) == len(p.rewards)
+        assert sum(p.rewards) == pytest.approx(p.total)
+        assert 1 <= p.turns <= 5 and p.parsed <= p.turns
+        assert p.agent[0] == 0
+        ends = [i for i, t in enumerate(p.ids) if t == eos and (p.agent[i] or p.agent[i - 1])]
+        assert len(ends) == p.turns  # every agent turn ends in end-of-text
+    result = rollout.summary(played)
+    assert set(result) == {"success_rate", "avg_turns", "avg_reward", "parse_rate", "episodes"}
+
+
+def test_greedy_evaluation_is_deterministic(loaded):
+    model, tokenizer = loaded
+    envs = [TextDialogueEnv(DialogueConfig(split="test", max_turns=10)) for _ in range(2)]
+    first = rollout.evaluate(model, tokenizer, envs, 4, seed=5, new_tokens=12)
+    assert first == rollout.evaluate(model, tokenizer, envs, 4, seed=5, new_tokens=12)
+
+
+def test_a_tiny_run_end_to_end_and_its_policy(speaker, tmp_path):
+    run = tmp_path / "run"
+    result = LMDialogueTrainer(tiny_run(speaker), run, progress=False).learn(
+        progress=False, tensorboard=False
+    )
+    assert {"success_rate", "avg_turns", "parse_rate", "dialogues"} <= set(result)
+    assert result["dialogues"] == 6 and result["episodes"] == 3
+    assert json.loads((run / "eval.json").read_text())["success_rate"] == result["success_rate"]
+    config, model, tokenizer = load_agent(run)
+    assert config.rounds == 2 and model.config.n_layer == 1
+    weights = run / "policy" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_agent(run)
+
+
+def test_resume_continues_where_the_run_stopped(speaker, tmp_path):
+    run = tmp_path / "run"
+    LMDialogueTrainer(tiny_run(speaker), run, progress=False).learn(False, False)
+    resumed = LMDialogueTrainer.load(run, rounds=3)
+    assert (resumed.round, resumed.dialogues, len(resumed.replay)) == (2, 6, 6)
+    resumed.learn(False, False)
+    assert resumed.round == 3 and resumed.dialogues == 9
+
+
+@pytest.mark.parametrize("rule", ["hard", "none"])
+def test_every_target_rule_trains(speaker, tmp_path, rule):
+    config = tiny_run(speaker, rounds=1, target_update=rule, target_update_period=1)
+    trainer = LMDialogueTrainer(config, None, progress=False)
+    trainer.learn(False, False)
+    assert trainer.num_updates == 1 and trainer.finite()
+
+
+def test_bad_settings_are_one_clear_line():
+    with pytest.raises(Exception, match="new_tokens"):
+        LMDialogueConfig(new_tokens=0).validate()
+    with pytest.raises(Exception, match="target_update"):
+        LMDialogueConfig(target_update="sometimes").validate()
