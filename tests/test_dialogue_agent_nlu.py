@@ -134,3 +134,12 @@ def test_any_string_parses(text):
 def test_a_megabyte_of_text_parses_quickly():
     nlu = AgentNLU(load_domain("movie"))
     assert nlu.parse("Which city are you in? " * 50_000).request == ("city",)
+
+
+def test_a_placeholder_outside_any_template_names_the_slot_it_informs():
+    domain = load_domain("movie")
+    nlu = AgentNLU(domain)
+    act = nlu.parse("The distance is <zip>.")
+    assert act == Act("inform", {"zip": placeholder("zip")})
+    assert domain.agent_actions[nlu.action(act)].slot == "zip"
+    assert nlu.parse("<no_such_slot>") == Act(UNKNOWN)

@@ -70,6 +70,8 @@ class AgentNLU:
             for s in domain.slots
             if s.name != booking
         ]  # fmt: skip
+        self._slot_of = {normalize(s): s for s in domain.slot_names}
+        self._placeholders = re.compile(rf"<(?P<slot>{_alternation(self._slot_of)})>")
         actions = domain.agent_actions
         self._index = {(a.intent, a.slot): i for i, a in enumerate(actions)}
 
@@ -85,6 +87,12 @@ class AgentNLU:
                 covered[m.start() : m.end()] = [True] * (m.end() - m.start())
                 value = m.groupdict().get("value")
                 found.append((m.start(), kind, slot, value))
+        # a placeholder no template covered still names the slot it informs
+        # ("The distance is <zip>." informs zip): delexicalised text says its act that way
+        rest = "".join(" " if done else c for c, done in zip(text, covered))
+        for m in self._placeholders.finditer(rest):
+            slot = self._slot_of[m.group("slot")]
+            found.append((m.start(), "inform", slot, placeholder(slot)))
         if not found:
             return Act(UNKNOWN)
         found.sort(key=lambda f: f[0])

@@ -13,7 +13,7 @@ as ``unknown``: the user moves on and the turn costs -1 like any other. Rewards 
 The text format, one observation per agent turn::
 
     user: I would like to see zootopia. Which theater is it at?
-    state: known moviename ; matches 6-20 ; booked no
+    state: known moviename ; matches 6-20 ; booked no ; asks theater
     agent:
 
 The ``state`` line (``state_line=True``, the default) is the agent's own dialogue state
@@ -76,7 +76,8 @@ def observation_text(user_text: str, tracker: StateTracker | None) -> str:
         known = " ".join(tracker.known) or "none"
         booked = "yes" if tracker.booking is not None else "no"
         matches = match_bucket(tracker.matches())
-        lines.append(f"{STATE} known {known} ; matches {matches} ; booked {booked}")
+        asks = " ".join(tracker.user_act.request) or "none"
+        lines.append(f"{STATE} known {known} ; matches {matches} ; booked {booked} ; asks {asks}")
     return "\n".join(lines) + f"\n{AGENT}"
 
 

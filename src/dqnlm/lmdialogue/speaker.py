@@ -11,7 +11,8 @@ trained on the same text: any string an agent writes encodes, for every schema d
 
 One dialogue is one sequence: environment segments (user turn, state line, ``agent:``
 cue) and agent segments (``" " + words`` then end-of-text), tokenised one segment at a
-time and concatenated, so rollouts and training see exactly the same ids.
+time and concatenated, so rollouts and training see exactly the same ids. The loss is on
+the agent's tokens only: the speaker learns to answer, not to predict the user.
 """
 
 from __future__ import annotations
@@ -135,15 +136,18 @@ def speaker_dir(dialogue: DialogueConfig, config: SpeakerConfig) -> Path:
 
 
 def _batch(rows: list[tuple[list[int], list[int]]], pad: int, context: int):
-    """Right-padded ids, attention and labels (-100 on padding) for a list of dialogues."""
+    """Right-padded ids, attention and labels for a list of dialogues: the loss is on
+    the agent's tokens only (imitation), -100 on what the user and the tracker said."""
     width = min(context, max(len(ids) for ids, _ in rows))
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention = torch.zeros_like(ids)
-    for r, (seq, _) in enumerate(rows):
-        seq = seq[:width]
+    agent = torch.zeros_like(ids)
+    for r, (seq, flags) in enumerate(rows):
+        seq, flags = seq[:width], flags[:width]
         ids[r, : len(seq)] = torch.tensor(seq)
         attention[r, : len(seq)] = 1
-    labels = ids.masked_fill(attention == 0, -100)
+        agent[r, : len(flags)] = torch.tensor(flags)
+    labels = ids.masked_fill(agent == 0, -100)
     return ids, attention, labels
 
 
