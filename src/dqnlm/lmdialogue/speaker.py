@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dqnlm.core.checkpoint import atomic_dir
+from dqnlm.dialogue.agent_nlu import placeholder
 from dqnlm.dialogue.agents import RuleAgent
 from dqnlm.dialogue.config import DialogueConfig
 from dqnlm.dialogue.text_env import TextDialogueEnv
@@ -102,6 +103,15 @@ def rule_corpus(dialogue: DialogueConfig, n: int, explore: float, seed: int) -> 
     return corpus
 
 
+def add_slot_tokens(tokenizer, slots) -> None:
+    """Each slot name and its placeholder one token: answering "asks video_format" with
+    "<video_format>" is then a one-token copy, not a spelling of BPE pieces."""
+    from tokenizers import AddedToken
+
+    names = [AddedToken(s, single_word=True) for s in slots]
+    tokenizer.add_tokens(names + [AddedToken(placeholder(s)) for s in slots])
+
+
 def encode_segment(tokenizer, text: str, agent: bool) -> list[int]:
     """A segment's ids: agent words get a leading space and end-of-text after them."""
     if agent:
@@ -164,9 +174,11 @@ def pretrain_speaker(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 18]))
     corpus = rule_corpus(dialogue, config.dialogues, config.explore, config.seed)
-    texts = ["".join(text for text, _ in segments) for segments in corpus]
+    # as encode_segment writes them: agent words after a space
+    texts = ["".join(" " * agent + text for text, agent in segments) for segments in corpus]
     tokenizer = train_tokenizer(texts, config.vocab_size)
     tokenizer.pad_token = tokenizer.eos_token
+    add_slot_tokens(tokenizer, TextDialogueEnv(dialogue).domain.slot_names)
     encoded = [encode_dialogue(tokenizer, segments) for segments in corpus]
     lengths = [len(ids) for ids, _ in encoded]
     model = small_gpt2(tokenizer, config.context, config.n_embd, config.n_layer, config.n_head)
