@@ -142,3 +142,44 @@ def test_bad_settings_are_one_clear_line():
         LMDialogueConfig(new_tokens=0).validate()
     with pytest.raises(Exception, match="target_update"):
         LMDialogueConfig(target_update="sometimes").validate()
+
+
+@pytest.fixture(scope="module")
+def cli_run(speaker, tmp_path_factory) -> Path:
+    from dqnlm.cli import main
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    sets = [f"model={speaker}", "rounds=1", "dialogues_per_round=2", "batch_size=2",
+            "new_tokens=8", "eval_episodes=2", "test_episodes=2", "max_turns=10"]  # fmt: skip
+    args = ["dialogue", "train", "--agent", "lm", "--run-dir", str(run), "--no-progress",
+            "--no-tensorboard", *(x for s in sets for x in ("--set", s))]  # fmt: skip
+    assert main(args) == 0
+    return run
+
+
+def test_cli_eval_show_chat_of_an_lm_run(cli_run, capsys, monkeypatch):
+    import io
+
+    from dqnlm.cli import main
+
+    capsys.readouterr()
+    assert main(["dialogue", "eval", str(cli_run), "--json", "--episodes", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"success_rate", "avg_turns", "avg_reward", "parse_rate", "episodes"}
+    assert main(["dialogue", "show", str(cli_run), "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "user: " in out and "agent: " in out and "heard as:" in out
+    hostile = "\n".join(["", "x" * 100_000, "\x00\x1b[2J\udcff", "Ich möchte ins Kino", "hi"])
+    monkeypatch.setattr("sys.stdin", io.StringIO(hostile + "\n"))
+    assert main(["dialogue", "chat", str(cli_run)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and out.count("agent: ") >= 1
+
+
+def test_cli_refuses_mixed_agent_flags(capsys):
+    from dqnlm.cli import main
+
+    assert main(["dialogue", "train", "--agent", "lm", "--epochs", "3"]) != 0
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["dialogue", "train", "--rounds", "3"]) != 0
+    assert "--agent lm" in capsys.readouterr().err
