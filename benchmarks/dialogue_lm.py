@@ -5,7 +5,9 @@ For one domain, in one run, on the same held-out test goals:
 * ``rule``: the rule agent (``dqnlm dialogue eval rule``);
 * ``imitation``: the embedded speaker before Q-learning (imitation of the rule agent);
 * ``lm-polyak``, ``lm-hard``, ``lm-none``: multi-turn Q-learning of the speaker with each
-  target-network rule, ``--budget-s`` of training wall-clock per run;
+  target-network rule (polyak: the config's tau every update; hard: a copy every 20
+  updates; none: bootstrap from the online model), ``--budget-s`` of training
+  wall-clock per run;
 * ``dqn``: the act-level DQN (``dqnlm dialogue train``, its default run).
 
 From the repository root::
@@ -48,7 +50,8 @@ def train_lm(args, rule: str, seed: int) -> Path:
     run = args.out / "runs" / f"lm-{rule}-s{seed}"
     if (run / "eval.json").is_file():
         return run
-    sets = [f"target_update={rule}", f"max_seconds={args.budget_s}", "rounds=1000000",
+    period = ["target_update_period=20"] if rule == "hard" else []  # a copy every 20 updates
+    sets = [f"target_update={rule}", *period, f"max_seconds={args.budget_s}", "rounds=1000000",
             f"slot_error_rate={args.noise}", *args.set]  # fmt: skip
     flags = [x for s in sets for x in ("--set", s)]
     code = dqnlm(

@@ -29,7 +29,7 @@ class LMDialogueConfig:
     model: str = ""
     """A Hugging Face model folder or name, or "" for the embedded speaker: a small GPT-2
     pretrained on the domain's rendered rule-agent dialogues on first use (cached)."""
-    speaker_steps: int = 600
+    speaker_steps: int = 400
     """Pretraining steps of the embedded speaker (imitation of the rule agent)."""
     speaker_dialogues: int = 2000
     """Rendered rule-agent dialogues the embedded speaker is pretrained on."""
@@ -78,8 +78,8 @@ class LMDialogueConfig:
     """Target-network rule: polyak, hard or none."""
     target_update_period: int = 1
     """Gradient updates between target updates."""
-    tau: float = 0.05
-    """Polyak coefficient per target update."""
+    tau: float = 0.01
+    """Polyak coefficient per target update (0.05 diverged by round 60 in tuning)."""
     # evaluation and outputs
     eval_interval: int = 25
     """Rounds between greedy validation evaluations on training goals (the best is kept)."""
@@ -103,7 +103,12 @@ class LMDialogueConfig:
         )
 
     def speaker_config(self) -> SpeakerConfig:
-        return SpeakerConfig(steps=self.speaker_steps, dialogues=self.speaker_dialogues, n_layer=2)
+        return SpeakerConfig(
+            steps=self.speaker_steps,
+            dialogues=self.speaker_dialogues,
+            n_layer=2,
+            state_line=self.state_line,
+        )
 
     @property
     def scale(self) -> float:

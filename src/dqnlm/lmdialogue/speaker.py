@@ -65,6 +65,8 @@ class SpeakerConfig:
     """Peak AdamW step size (warm-up, then cosine decay)."""
     seed: int = 0
     """Seeds the corpus, the batches and the initial weights."""
+    state_line: bool = True
+    """The corpus shows the agent its state line (as the run that uses the speaker does)."""
 
 
 def rendered_dialogue(env: TextDialogueEnv, choose, goal: int, seed: int) -> tuple[Segments, dict]:
@@ -81,9 +83,11 @@ def rendered_dialogue(env: TextDialogueEnv, choose, goal: int, seed: int) -> tup
     return segments, info
 
 
-def rule_corpus(dialogue: DialogueConfig, n: int, explore: float, seed: int) -> list[Segments]:
+def rule_corpus(
+    dialogue: DialogueConfig, n: int, explore: float, seed: int, state_line: bool = True
+) -> list[Segments]:
     """``n`` rule-agent dialogues on training goals, ``explore`` of turns random."""
-    env = TextDialogueEnv(replace(dialogue, split="train"))
+    env = TextDialogueEnv(replace(dialogue, split="train"), state_line)
     rule = RuleAgent(env.domain)
     actions = env.domain.agent_actions
     open_ended = [i for i, a in enumerate(actions) if a.intent not in ("thanks", "closing")]
@@ -138,8 +142,10 @@ def _domain_digest(dialogue: DialogueConfig) -> str:
 
 
 def speaker_dir(dialogue: DialogueConfig, config: SpeakerConfig) -> Path:
-    """The cached speaker of a domain and settings under the dqnlm cache."""
-    settings = json.dumps(asdict(config), sort_keys=True).encode()
+    """The cached speaker of a domain, its dialogue settings (turn limit, noise) and the
+    speaker's own settings, under the dqnlm cache."""
+    rendered = {k: v for k, v in asdict(dialogue).items() if k not in ("domain", "split")}
+    settings = json.dumps([asdict(config), rendered], sort_keys=True).encode()
     tag = hashlib.sha256(settings).hexdigest()[:8]
     name = TextDialogueEnv(dialogue).domain.name
     return cache_root() / "dialogue-speaker" / f"{name}-{_domain_digest(dialogue)}-{tag}"
@@ -173,7 +179,7 @@ def pretrain_speaker(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 18]))
-    corpus = rule_corpus(dialogue, config.dialogues, config.explore, config.seed)
+    corpus = rule_corpus(dialogue, config.dialogues, config.explore, config.seed, config.state_line)
     # as encode_segment writes them: agent words after a space
     texts = ["".join(" " * agent + text for text, agent in segments) for segments in corpus]
     tokenizer = train_tokenizer(texts, config.vocab_size)
