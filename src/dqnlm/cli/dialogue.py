@@ -368,32 +368,49 @@ def _pairs(values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
+def _chat_setup(config, seed: int, hint: str):
+    """``(domain, tracker, example goal)`` of a chat, after its introduction is printed."""
+    from dqnlm.dialogue import StateTracker, build_world, load_domain
+
+    domain = load_domain(config.domain)
+    world = build_world(domain)
+    tracker = StateTracker(domain, world.kb, config.max_turns)
+    example = world.goals("test")[seed % len(world.goals("test"))]
+    print(f"You are the user of a {domain.name} booking agent. {hint}")
+    print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
+    print("Ctrl-D ends the chat.\n")
+    return domain, tracker, example
+
+
+def _typed() -> str | None:
+    """What the user typed, as one line of valid text; None at the end of input."""
+    from dqnlm.dialogue.text_env import clean_text
+
+    try:
+        return clean_text(input("you: "))
+    except EOFError:
+        print("\n(chat ended)")
+        return None
+    except UnicodeDecodeError:
+        return ""
+
+
 def cmd_chat(args) -> int:
-    from dqnlm.dialogue import NLG, NLU, Act, StateTracker, build_world, load_domain
+    from dqnlm.dialogue import NLG, NLU, Act
 
     common.check_seed_flag(args.seed)
     lm = _lm_agent(args)
     if lm is not None:
         return _chat_lm(args, *lm)
     config, agent, _ = _load_agent(args)
-    domain = load_domain(config.domain)
-    world = build_world(domain)
-    tracker = StateTracker(domain, world.kb, config.max_turns)
+    domain, tracker, example = _chat_setup(config, args.seed, "Type what you want in plain words.")
     nlu, nlg = NLU(domain), NLG(domain)
-    example = world.goals("test")[args.seed % len(world.goals("test"))]
     opening = Act("inform", dict(list(example.constraints.items())[:2]))  # a way to start
-    print(f"You are the user of a {domain.name} booking agent. Type what you want in plain words.")
-    print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
-    print("Ctrl-D ends the chat.\n")
     started, variant = False, 0
     while True:
-        try:
-            text = input("you: ")
-        except EOFError:
-            print("\n(chat ended)")
+        text = _typed()
+        if text is None:
             return 0
-        except UnicodeDecodeError:
-            text = ""
         act = nlu.parse(text)
         if act.intent == "unknown" and not act.inform and not act.request:
             print(
@@ -422,31 +439,21 @@ def cmd_chat(args) -> int:
 def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
     """You are the user; the LM writes each agent turn, the agent NLU reads it, the
     tracker fills its values from the knowledge base."""
-    from dqnlm.dialogue import NLG, NLU, Act, StateTracker, build_world, load_domain
+    from dqnlm.dialogue import NLG, NLU, Act
     from dqnlm.dialogue.agent_nlu import AgentNLU
-    from dqnlm.dialogue.text_env import clean_text, observation_text
+    from dqnlm.dialogue.text_env import observation_text
     from dqnlm.lmdialogue import rollout
     from dqnlm.lmdialogue.speaker import encode_segment
 
-    domain = load_domain(config.domain)
-    world = build_world(domain)
-    tracker = StateTracker(domain, world.kb, config.max_turns)
+    domain, tracker, _ = _chat_setup(config, args.seed, "A language model speaks for it.")
     nlu, nlg, agent_nlu = NLU(domain), NLG(domain), AgentNLU(domain)
-    example = world.goals("test")[args.seed % len(world.goals("test"))]
-    print(f"You are the user of a {domain.name} booking agent (a language model).")
-    print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
-    print("Ctrl-D ends the chat.\n")
     ids: list[int] = []
     started = False
     while True:
-        try:
-            text = input("you: ")
-        except EOFError:
-            print("\n(chat ended)")
+        text = _typed()
+        if text is None:
             return 0
-        except UnicodeDecodeError:
-            text = ""
-        text = clean_text(text)[:2000]
+        text = text[:2000]  # what the NLU reads of a line
         act = nlu.parse(text)
         if started:
             tracker.observe_user(act)
