@@ -425,15 +425,22 @@ def cmd_chat(args) -> int:
             agent.reset()
             started = True
         action = tracker.act(agent.act(tracker.state(), tracker))
-        tracker.observe_agent(action)
         variant += 1
-        print(f"agent: {nlg.agent(action, variant)}")
-        if action.intent in ("thanks", "closing"):
-            print("(the agent ended the dialogue)")
+        if _agent_said(tracker, action, nlg.agent(action, variant), config.max_turns):
             return 0
-        if tracker.turn >= config.max_turns - 1:
-            print(f"(the dialogue reached its {config.max_turns}-utterance limit)")
-            return 0
+
+
+def _agent_said(tracker, act, text: str, max_turns: int) -> bool:
+    """Record and print the agent's turn; whether it ended the chat."""
+    tracker.observe_agent(act)
+    print(f"agent: {text}")
+    if act.intent in ("thanks", "closing"):
+        print("(the agent ended the dialogue)")
+        return True
+    if tracker.turn >= max_turns - 1:
+        print(f"(the dialogue reached its {max_turns}-utterance limit)")
+        return True
+    return False
 
 
 def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
@@ -469,14 +476,8 @@ def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
         written = tokenizer.decode(turn, skip_special_tokens=True).strip()
         action = agent_nlu.action(agent_nlu.parse(written))
         performed = Act("unknown") if action is None else tracker.act(action)
-        tracker.observe_agent(performed)
         spoken = written if action is None else nlg.agent(performed)
-        print(f"agent: {spoken}")
-        if performed.intent in ("thanks", "closing"):
-            print("(the agent ended the dialogue)")
-            return 0
-        if tracker.turn >= config.max_turns - 1:
-            print(f"(the dialogue reached its {config.max_turns}-utterance limit)")
+        if _agent_said(tracker, performed, spoken, config.max_turns):
             return 0
 
 
