@@ -183,3 +183,22 @@ def test_cli_refuses_mixed_agent_flags(capsys):
     assert "--epochs" in capsys.readouterr().err
     assert main(["dialogue", "train", "--rounds", "3"]) != 0
     assert "--agent lm" in capsys.readouterr().err
+
+
+def test_chunked_updates_give_the_one_batch_gradient(speaker, monkeypatch):
+    import numpy as np
+
+    import dqnlm.lmdialogue.trainer as trainer_module
+
+    config = tiny_run(speaker, target_update="hard", target_update_period=1000)
+    trainer = LMDialogueTrainer(config, None, progress=False)
+    trainer._store(trainer._play(trainer.envs, [(0, 0), (1, 1), (2, 2)], greedy=False))
+    monkeypatch.setattr(trainer.optimizer, "step", lambda: None)  # keep the weights
+    grads = {}
+    for chunks in (1, 3):
+        monkeypatch.setattr(trainer_module, "UPDATE_CHUNKS", chunks)
+        trainer.replay.rng = np.random.default_rng(0)  # the same dialogues
+        trainer._update()
+        grads[chunks] = [p.grad.clone() for p in trainer.model.parameters()]
+    for one, chunked in zip(grads[1], grads[3]):
+        torch.testing.assert_close(one, chunked, rtol=1e-4, atol=1e-7)

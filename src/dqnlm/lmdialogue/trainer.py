@@ -70,6 +70,8 @@ POLICY = "policy"
 POLICY_RECORD = "policy.json"
 """Beside it: the SHA-256 of every file in it, checked before loading."""
 DOMAIN_COPY = "domain"
+UPDATE_CHUNKS = 4
+"""A TD update's batch runs as this many length-sorted chunks (less padding)."""
 
 
 def decision_logits(model, head, tokens, attention, index, keep: bool) -> torch.Tensor:
@@ -114,9 +116,9 @@ class DialogueReplay:
             self.rows[self.next] = row
         self.next = (self.next + 1) % self.capacity
 
-    def sample(self, n: int, pad: int) -> tuple[torch.Tensor, ...]:
-        picked = [self.rows[i] for i in self.rng.integers(len(self.rows), size=n)]
-        return right_padded(picked, pad)
+    def sample(self, n: int) -> list[dict[str, np.ndarray]]:
+        """``n`` dialogues drawn uniformly, with replacement."""
+        return [self.rows[i] for i in self.rng.integers(len(self.rows), size=n)]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         lengths = np.array([len(r["ids"]) for r in self.rows], np.int64)
@@ -266,37 +268,49 @@ class LMDialogueTrainer(Trainer):
 
     # ----------------------------------------------------------------- learning
     def _update(self) -> tuple[float, float]:
-        """One TD update on replayed dialogues; returns (loss, mean Q taken)."""
+        """One TD update on replayed dialogues; returns (loss, mean Q taken).
+
+        The batch runs as length-sorted chunks of about equal length, their gradients
+        summed (each chunk's means divide by the whole batch's decisions): the same
+        gradient as one padded batch, without computing the padding of short dialogues
+        out to the longest one."""
         cfg = self.config
-        ids, attention, agent, rewards, stats = self.replay.sample(
-            cfg.batch_size, self.tokenizer.eos_token_id
-        )
-        d = pack_decisions(ids, agent, rewards * cfg.scale)
-        logits = decision_logits(self.model, self.head, ids, attention, d.index, self.keep)
-        with torch.no_grad():
-            if cfg.target_update == "none":
-                target_logits = logits.detach()
-            else:
-                head = (
-                    self.head
-                    if self.reference is None
-                    else self.target.module.get_output_embeddings()
-                )
-                target_logits = decision_logits(
-                    self.target, head, ids, attention, d.index, self.keep
-                )
-        loss, _, mean_q = update_loss(
-            logits, d.gather(stats), target_logits, d.tokens, d.actions, d.rewards, cfg
-        )
+        rows = sorted(self.replay.sample(cfg.batch_size), key=lambda r: len(r["ids"]))
+        count = torch.tensor(float(sum(r["agent"][1:].sum() for r in rows)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total_loss = total_q = 0.0
+        for chunk in np.array_split(np.arange(len(rows)), min(UPDATE_CHUNKS, len(rows))):
+            ids, attention, agent, rewards, stats = right_padded(
+                [rows[i] for i in chunk], self.tokenizer.eos_token_id
+            )
+            d = pack_decisions(ids, agent, rewards * cfg.scale)
+            logits = decision_logits(self.model, self.head, ids, attention, d.index, self.keep)
+            with torch.no_grad():
+                if cfg.target_update == "none":
+                    target_logits = logits.detach()
+                else:
+                    head = (
+                        self.head
+                        if self.reference is None
+                        else self.target.module.get_output_embeddings()
+                    )
+                    target_logits = decision_logits(
+                        self.target, head, ids, attention, d.index, self.keep
+                    )
+            loss, _, mean_q = update_loss(
+                logits, d.gather(stats), target_logits, d.tokens, d.actions, d.rewards, cfg,
+                count,
+            )  # fmt: skip
+            loss.backward()
+            total_loss += loss.item()
+            total_q += mean_q.item()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         self.optimizer.step()
         self.num_updates += 1
         self.target.update(self.num_updates)
-        return loss.item(), mean_q.item()
+        return total_loss, total_q
 
     def learn(self, progress: bool = True, tensorboard: bool = True) -> dict:
         """Train for ``rounds`` (or ``max_seconds``); returns the held-out test evaluation."""
