@@ -202,3 +202,25 @@ def test_chunked_updates_give_the_one_batch_gradient(speaker, monkeypatch):
         grads[chunks] = [p.grad.clone() for p in trainer.model.parameters()]
     for one, chunked in zip(grads[1], grads[3]):
         torch.testing.assert_close(one, chunked, rtol=1e-4, atol=1e-7)
+
+
+def test_stored_reference_statistics_are_the_references_at_each_decision(speaker):
+    trainer = LMDialogueTrainer(tiny_run(speaker), None, progress=False)
+    played = trainer._play(trainer.envs, [(0, 0), (1, 1), (2, 2)], greedy=False)
+    trainer._store(played)
+    for p, row in zip(played, trainer.replay.rows):
+        ids = torch.tensor([p.ids])
+        with torch.no_grad():
+            logits = trainer.reference(input_ids=ids).logits[0].float()
+        decisions = [j for j in range(len(p.ids) - 1) if p.agent[j + 1]]
+        expected = torch.stack(
+            [
+                torch.stack([logits[j, p.ids[j + 1]], torch.logsumexp(logits[j], -1)])
+                for j in decisions
+            ]
+        )
+        torch.testing.assert_close(
+            torch.from_numpy(row["stats"][decisions]), expected, rtol=1e-4, atol=1e-4
+        )
+        others = [j for j in range(len(p.ids)) if j not in decisions]
+        assert not row["stats"][others].any()

@@ -243,16 +243,23 @@ class LMDialogueTrainer(Trainer):
         return stats
 
     def _store(self, played: list[rollout.Played]) -> None:
+        """Into replay with the reference's statistics, in play order; the reference runs
+        on length-sorted chunks, as updates do."""
         played = [self._fit(p) for p in played]
-        rows = [
-            {"ids": np.asarray(p.ids), "agent": np.asarray(p.agent, np.float32),
-             "rewards": np.asarray(p.rewards, np.float32), "stats": np.zeros((len(p.ids), 2))}
-            for p in played
-        ]  # fmt: skip
-        ids, attention, agent, _, _ = right_padded(rows, self.tokenizer.eos_token_id)
-        stats = self._reference_stats(ids, attention, agent).numpy()
+        stats: dict[int, np.ndarray] = {}
+        order = sorted(range(len(played)), key=lambda i: len(played[i].ids))
+        for chunk in np.array_split(np.array(order), min(UPDATE_CHUNKS, len(order))):
+            rows = [
+                {"ids": np.asarray(played[i].ids), "agent": np.asarray(played[i].agent, np.float32),
+                 "rewards": np.zeros(len(played[i].ids)), "stats": np.zeros((len(played[i].ids), 2))}
+                for i in chunk
+            ]  # fmt: skip
+            ids, attention, agent, _, _ = right_padded(rows, self.tokenizer.eos_token_id)
+            chunk_stats = self._reference_stats(ids, attention, agent).numpy()
+            for row, i in enumerate(chunk):
+                stats[int(i)] = chunk_stats[row, : len(played[i].ids)]
         for i, p in enumerate(played):
-            self.replay.add(p, stats[i, : len(p.ids)])
+            self.replay.add(p, stats[i])
             self.tokens += int(sum(p.agent))
 
     def _fit(self, played: rollout.Played) -> rollout.Played:
