@@ -29,9 +29,9 @@ class LMDialogueConfig:
     model: str = ""
     """A Hugging Face model folder or name, or "" for the embedded speaker: a small GPT-2
     pretrained on the domain's rendered rule-agent dialogues on first use (cached)."""
-    speaker_steps: int = 400
+    speaker_steps: int = 1200
     """Pretraining steps of the embedded speaker (imitation of the rule agent)."""
-    speaker_dialogues: int = 2000
+    speaker_dialogues: int = 4000
     """Rendered rule-agent dialogues the embedded speaker is pretrained on."""
     lora_rank: int = 0
     """LoRA rank (0: full fine-tuning)."""
