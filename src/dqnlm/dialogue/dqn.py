@@ -259,25 +259,11 @@ class DialogueDQN(Trainer):
         return final
 
     # ------------------------------------------------------------ persistence
-    def _domain_copy(self) -> Path | None:
-        """Where the run keeps its schema file (None for a bundled domain)."""
-        if self.config.domain in bundled_domains() or self.run_dir is None:
-            return None
-        return self.run_dir / (DOMAIN_COPY + Path(self.config.domain).suffix.lower())
-
     def _copy_domain(self) -> None:
-        """Copy a schema file into the run dir: loading the run then reads nothing outside it."""
-        if self.run_dir is None:
-            return
-        copy = self._domain_copy()
-        source = Path(self.config.domain)
-        if copy is not None and source.resolve() != copy.resolve():
-            atomic_write(copy, source.read_bytes())
+        copy_domain(self.config.domain, self.run_dir)
 
     def saved_config(self) -> DialogueDQNConfig:
-        """The config as the run dir stores it: a schema file is named by its copy there."""
-        copy = self._domain_copy()
-        return self.config if copy is None else dataclasses.replace(self.config, domain=copy.name)
+        return with_domain_copy(self.config, self.run_dir)
 
     def save_policy(self) -> Path:
         """The policy weights as safetensors, and their SHA-256 in policy.json beside them;
@@ -448,6 +434,26 @@ def _eval_columns(result: dict) -> dict[str, float]:
 
 def _config_from(values: dict, source: str) -> DialogueDQNConfig:
     return replace(DialogueDQNConfig(), values, source=source)
+
+
+def domain_copy(domain: str, run_dir: Path | None) -> Path | None:
+    """Where a run keeps its schema file (None for a bundled domain or no run dir)."""
+    if domain in bundled_domains() or run_dir is None:
+        return None
+    return run_dir / (DOMAIN_COPY + Path(domain).suffix.lower())
+
+
+def copy_domain(domain: str, run_dir: Path | None) -> None:
+    """Copy a schema file into the run dir: loading the run then reads nothing outside it."""
+    copy = domain_copy(domain, run_dir)
+    if copy is not None and Path(domain).resolve() != copy.resolve():
+        atomic_write(copy, Path(domain).read_bytes())
+
+
+def with_domain_copy(config, run_dir: Path | None):
+    """The config as the run dir stores it: a schema file is named by its copy there."""
+    copy = domain_copy(config.domain, run_dir)
+    return config if copy is None else dataclasses.replace(config, domain=copy.name)
 
 
 def domain_inside(

@@ -31,6 +31,7 @@ from dqnlm.core.checkpoint import atomic_dir
 from dqnlm.dialogue.agent_nlu import placeholder
 from dqnlm.dialogue.agents import RuleAgent
 from dqnlm.dialogue.config import DialogueConfig
+from dqnlm.dialogue.schema import load_domain
 from dqnlm.dialogue.text_env import TextDialogueEnv
 from dqnlm.lm.pretrain import cache_root, small_gpt2, train_tokenizer, warmup_cosine
 from dqnlm.lm.quiet import quiet_transformers
@@ -137,8 +138,7 @@ def encode_dialogue(tokenizer, segments: Segments) -> tuple[list[int], list[int]
 
 def _domain_digest(dialogue: DialogueConfig) -> str:
     """The schema's content, so an edited schema file gets its own speaker."""
-    env = TextDialogueEnv(dialogue)
-    return hashlib.sha256(Path(env.domain.source).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(Path(load_domain(dialogue.domain).source).read_bytes()).hexdigest()[:16]
 
 
 def speaker_dir(dialogue: DialogueConfig, config: SpeakerConfig) -> Path:
@@ -147,7 +147,7 @@ def speaker_dir(dialogue: DialogueConfig, config: SpeakerConfig) -> Path:
     rendered = {k: v for k, v in asdict(dialogue).items() if k not in ("domain", "split")}
     settings = json.dumps([asdict(config), rendered], sort_keys=True).encode()
     tag = hashlib.sha256(settings).hexdigest()[:8]
-    name = TextDialogueEnv(dialogue).domain.name
+    name = load_domain(dialogue.domain).name
     return cache_root() / "dialogue-speaker" / f"{name}-{_domain_digest(dialogue)}-{tag}"
 
 
@@ -184,7 +184,7 @@ def pretrain_speaker(
     texts = ["".join(" " * agent + text for text, agent in segments) for segments in corpus]
     tokenizer = train_tokenizer(texts, config.vocab_size)
     tokenizer.pad_token = tokenizer.eos_token
-    add_slot_tokens(tokenizer, TextDialogueEnv(dialogue).domain.slot_names)
+    add_slot_tokens(tokenizer, load_domain(dialogue.domain).slot_names)
     encoded = [encode_dialogue(tokenizer, segments) for segments in corpus]
     lengths = [len(ids) for ids, _ in encoded]
     model = small_gpt2(tokenizer, config.context, config.n_embd, config.n_layer, config.n_head)
@@ -210,7 +210,7 @@ def pretrain_speaker(
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         summary = {
-            "domain": TextDialogueEnv(dialogue).domain.name,
+            "domain": load_domain(dialogue.domain).name,
             "config": asdict(config),
             "tokens_per_dialogue": {"median": float(np.median(lengths)), "max": max(lengths)},
             "history": history,

@@ -34,7 +34,7 @@ from dqnlm.core.checkpoint import (
 )
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
-from dqnlm.dialogue.dqn import domain_inside
+from dqnlm.dialogue.dqn import copy_domain, domain_inside, with_domain_copy
 from dqnlm.dialogue.schema import bundled_domains
 from dqnlm.dialogue.text_env import TextDialogueEnv
 from dqnlm.errors import DQNLMError
@@ -69,7 +69,6 @@ POLICY = "policy"
 """The trained model's folder in a run directory (safetensors + tokenizer)."""
 POLICY_RECORD = "policy.json"
 """Beside it: the SHA-256 of every file in it, checked before loading."""
-DOMAIN_COPY = "domain"
 UPDATE_CHUNKS = 4
 """A TD update's batch runs as this many length-sorted chunks (less padding)."""
 
@@ -193,6 +192,8 @@ class LMDialogueTrainer(Trainer):
             self.model, cfg.target_update, cfg.target_update_period, cfg.tau,
             only=is_adapter if lora else None,
         )  # fmt: skip
+        # a full copy has its own (lagged) output layer; LoRA and none use the online one
+        self.target_head = self.target.module.get_output_embeddings()
         trained = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trained, lr=cfg.learning_rate)
         self.envs = [
@@ -296,13 +297,8 @@ class LMDialogueTrainer(Trainer):
                 if cfg.target_update == "none":
                     target_logits = logits.detach()
                 else:
-                    head = (
-                        self.head
-                        if self.reference is None
-                        else self.target.module.get_output_embeddings()
-                    )
                     target_logits = decision_logits(
-                        self.target, head, ids, attention, d.index, self.keep
+                        self.target, self.target_head, ids, attention, d.index, self.keep
                     )
             loss, _, mean_q = update_loss(
                 logits, d.gather(stats), target_logits, d.tokens, d.actions, d.rewards, cfg,
@@ -390,21 +386,11 @@ class LMDialogueTrainer(Trainer):
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     # -------------------------------------------------------------- persistence
-    def _domain_copy(self) -> Path | None:
-        if self.config.domain in bundled_domains() or self.run_dir is None:
-            return None
-        return self.run_dir / (DOMAIN_COPY + Path(self.config.domain).suffix.lower())
-
     def _copy_domain(self) -> None:
-        copy_path = self._domain_copy()
-        source = Path(self.config.domain)
-        if copy_path is not None and source.resolve() != copy_path.resolve():
-            atomic_write(copy_path, source.read_bytes())
+        copy_domain(self.config.domain, self.run_dir)
 
     def saved_config(self) -> LMDialogueConfig:
-        copy_path = self._domain_copy()
-        config = self.config
-        return config if copy_path is None else dataclasses.replace(config, domain=copy_path.name)
+        return with_domain_copy(self.config, self.run_dir)
 
     def save_policy(self) -> Path:
         """The model (LoRA merged) and tokenizer as a safetensors folder, and the SHA-256
@@ -498,10 +484,12 @@ def load_agent(run_dir: str | Path, trust_code: bool = False):
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{record_path} is not valid JSON: {e}") from None
     folder = run_dir / POLICY
-    for name, digest in record.items() if isinstance(record, dict) else ():
-        path = folder / Path(name).name
-        if not path.is_file() or _sha256(path) != digest:
-            raise CheckpointError(f"{path} does not match its SHA-256 in {record_path}")
+    files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if not isinstance(record, dict) or sorted(record) != files or not files:
+        raise CheckpointError(f"{record_path} does not list exactly the files of {folder}")
+    for name, digest in record.items():
+        if _sha256(folder / name) != digest:
+            raise CheckpointError(f"{folder / name} does not match its SHA-256 in {record_path}")
     config = replace(LMDialogueConfig(), load_toml(run_dir / "config.toml"), source=str(run_dir))
     config = domain_inside(config, run_dir, str(run_dir / "config.toml"), trust_code)
     from dqnlm.lm.models import load_tokenizer
