@@ -32,7 +32,15 @@ class LMDialogueConfig:
     speaker_steps: int = 1200
     """Pretraining steps of the embedded speaker (imitation of the rule agent)."""
     speaker_dialogues: int = 4000
-    """Rendered rule-agent dialogues the embedded speaker is pretrained on."""
+    """Rendered rule-agent dialogues the embedded speaker (or a --model's imitation) learns from."""
+    imitation_steps: int = 0
+    """--model only: fine-tuning steps imitating the rule agent's rendered dialogues before
+    Q-learning (with LoRA when lora_rank > 0, then merged), cached; 0: start from the
+    model as it is."""
+    imitation_batch_size: int = 4
+    """--model only: dialogues per imitation step."""
+    imitation_learning_rate: float = 2e-4
+    """--model only: peak AdamW step size of imitation."""
     lora_rank: int = 0
     """LoRA rank (0: full fine-tuning)."""
     lora_alpha: float = 16.0
@@ -110,6 +118,15 @@ class LMDialogueConfig:
             state_line=self.state_line,
         )
 
+    def imitation_config(self) -> SpeakerConfig:
+        return SpeakerConfig(
+            steps=self.imitation_steps,
+            dialogues=self.speaker_dialogues,
+            batch_size=self.imitation_batch_size,
+            learning_rate=self.imitation_learning_rate,
+            state_line=self.state_line,
+        )
+
     @property
     def scale(self) -> float:
         return self.reward_scale or 1.0 / (2 * self.max_turns)
@@ -123,14 +140,15 @@ class LMDialogueConfig:
             "new_tokens eval_interval eval_episodes checkpoint_every speaker_steps "
             "speaker_dialogues target_update_period",
         )  # fmt: skip
-        check.at_least(0, "test_episodes lora_rank")
+        check.at_least(0, "test_episodes lora_rank imitation_steps")
+        check.at_least(1, "imitation_batch_size")
         for name in ("eval_episodes", "test_episodes"):
             value = getattr(self, name)
             check.need(
                 value <= MAX_EVAL_DIALOGUES,
                 f"{name} must be <= {MAX_EVAL_DIALOGUES:,}, got {value:,}",
             )
-        check.positive("learning_rate beta temperature")
+        check.positive("learning_rate beta temperature imitation_learning_rate")
         for name in ("max_seconds", "reward_scale", "cql_alpha", "kl_penalty", "max_grad_norm"):
             value = getattr(self, name)
             check.need(0 <= value < math.inf, f"{name} must be >= 0 and finite, got {value}")

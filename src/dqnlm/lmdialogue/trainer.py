@@ -45,7 +45,7 @@ from dqnlm.lm.qlearning import update_loss
 from dqnlm.lm.quiet import quiet_transformers
 from dqnlm.lmdialogue import rollout
 from dqnlm.lmdialogue.config import LMDialogueConfig
-from dqnlm.lmdialogue.speaker import resolve_speaker
+from dqnlm.lmdialogue.speaker import resolve_imitation, resolve_speaker
 from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
 
@@ -173,6 +173,10 @@ class LMDialogueTrainer(Trainer):
         self.seeds = seed_streams(cfg.seed)
         train_env = cfg.env_config("train")
         spec = cfg.model or str(resolve_speaker(train_env, cfg.speaker_config(), progress))
+        if cfg.model and cfg.imitation_steps:
+            lora = (cfg.lora_rank, cfg.lora_alpha)
+            imitation = cfg.imitation_config()
+            spec = str(resolve_imitation(train_env, spec, imitation, lora, trust_code, progress))
         torch.manual_seed(self.seeds.torch)
         lora = cfg.lora_rank > 0
         _, self.tokenizer, model = load_checked(
