@@ -78,6 +78,20 @@ def test_one_speaker_serves_clean_and_noisy_runs_of_a_domain():
     assert speaker_dir(DialogueConfig(domain="restaurant"), TINY).name.startswith("restaurant-")
 
 
+def test_the_imitation_loss_is_the_language_model_loss_on_agent_tokens(loaded):
+    from dqnlm.lmdialogue.speaker import _batch, imitation_loss
+
+    model, tokenizer = loaded
+    corpus = rule_corpus(DialogueConfig(), 3, explore=0.2, seed=5)
+    rows = [encode_dialogue(tokenizer, segments) for segments in corpus]
+    ids, attention, labels = _batch(rows, tokenizer.eos_token_id, 512)
+    with torch.no_grad():
+        expected = model.eval()(input_ids=ids, attention_mask=attention, labels=labels).loss
+        total, count = imitation_loss(model, ids, attention, labels)
+    assert count == sum(sum(flags[1:]) for _, flags in rows)
+    torch.testing.assert_close(total / count, expected)
+
+
 def test_dialogues_encode_segment_by_segment(loaded):
     _, tokenizer = loaded
     segments = rule_corpus(DialogueConfig(), 1, explore=0.2, seed=0)[0]
