@@ -188,6 +188,8 @@ def test_bad_settings_are_one_clear_line():
         LMDialogueConfig(new_tokens=0).validate()
     with pytest.raises(Exception, match="target_update"):
         LMDialogueConfig(target_update="sometimes").validate()
+    with pytest.raises(Exception, match="imitation_steps=5 without a model"):
+        LMDialogueConfig(imitation_steps=5).validate()
 
 
 @pytest.fixture(scope="module")

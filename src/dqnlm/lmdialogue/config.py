@@ -142,6 +142,11 @@ class LMDialogueConfig:
         )  # fmt: skip
         check.at_least(0, "test_episodes lora_rank imitation_steps")
         check.at_least(1, "imitation_batch_size")
+        check.need(
+            self.model or not self.imitation_steps,
+            f"imitation_steps applies to a --model only (the embedded speaker's is "
+            f"speaker_steps), got imitation_steps={self.imitation_steps} without a model",
+        )
         for name in ("eval_episodes", "test_episodes"):
             value = getattr(self, name)
             check.need(
