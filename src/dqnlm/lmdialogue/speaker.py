@@ -155,11 +155,16 @@ def _domain_digest(dialogue: DialogueConfig) -> str:
 def speaker_dir(dialogue: DialogueConfig, config: SpeakerConfig) -> Path:
     """The cached speaker of a domain, its dialogue settings (turn limit; noise is left
     out, see :func:`clean`) and the speaker's own settings, under the dqnlm cache."""
-    rendered = {k: v for k, v in asdict(clean(dialogue)).items() if k not in ("domain", "split")}
-    settings = json.dumps([RECIPE, asdict(config), rendered], sort_keys=True).encode()
-    tag = hashlib.sha256(settings).hexdigest()[:8]
     name = load_domain(dialogue.domain).name
+    tag = _settings_tag(dialogue, config)
     return cache_root() / "dialogue-speaker" / f"{name}-{_domain_digest(dialogue)}-{tag}"
+
+
+def _settings_tag(dialogue: DialogueConfig, config: SpeakerConfig, *extra) -> str:
+    """The recipe, the imitation settings and the dialogue settings that shape the corpus."""
+    rendered = {k: v for k, v in asdict(clean(dialogue)).items() if k not in ("domain", "split")}
+    settings = json.dumps([RECIPE, asdict(config), rendered, *extra], sort_keys=True)
+    return hashlib.sha256(settings.encode()).hexdigest()[:8]
 
 
 def _batch(rows: list[tuple[list[int], list[int]]], pad: int, context: int):
@@ -305,15 +310,10 @@ def resolve_imitation(
     from dqnlm.lm.models import add_lora, load_checked, resolve_model_source
 
     source = resolve_model_source(spec, progress)
-    rendered = {k: v for k, v in asdict(clean(dialogue)).items() if k not in ("domain", "split")}
-    settings = json.dumps([RECIPE, asdict(config), rendered, list(lora)], sort_keys=True)
-    tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     name = load_domain(dialogue.domain).name
-    out = (
-        cache_root()
-        / "dialogue-imitation"
-        / (f"{name}-{_domain_digest(dialogue)}-{_model_digest(source)}-{tag}")
-    )
+    tag = _settings_tag(dialogue, config, list(lora))
+    folder = f"{name}-{_domain_digest(dialogue)}-{_model_digest(source)}-{tag}"
+    out = cache_root() / "dialogue-imitation" / folder
     if (out / SUMMARY).is_file():
         return out
     started = time.perf_counter()

@@ -174,9 +174,11 @@ class LMDialogueTrainer(Trainer):
         train_env = cfg.env_config("train")
         spec = cfg.model or str(resolve_speaker(train_env, cfg.speaker_config(), progress))
         if cfg.model and cfg.imitation_steps:
-            lora = (cfg.lora_rank, cfg.lora_alpha)
+            adapters = (cfg.lora_rank, cfg.lora_alpha)
             imitation = cfg.imitation_config()
-            spec = str(resolve_imitation(train_env, spec, imitation, lora, trust_code, progress))
+            spec = str(
+                resolve_imitation(train_env, spec, imitation, adapters, trust_code, progress)
+            )
         torch.manual_seed(self.seeds.torch)
         lora = cfg.lora_rank > 0
         _, self.tokenizer, model = load_checked(
