@@ -34,8 +34,8 @@ def test_runs_reset_their_envs_from_their_own_stream(tiny, monkeypatch):
     seen = []
     make = dqn.make_vec_env
 
-    def recording(env_id, n_envs):
-        envs = make(env_id, n_envs)
+    def recording(config, n_envs):
+        envs = make(config, n_envs)
         reset = envs.reset
         envs.reset = lambda seed=None, **kw: (seen.append(seed), reset(seed=seed, **kw))[1]
         return envs
@@ -181,10 +181,15 @@ def test_bad_train_input_is_one_line(tmp_path, capsys, args, named):
 
 
 def test_memory_estimate_counts_the_replay(tiny):
+    import gymnasium as gym
+
+    from dqnlm.core.networks import QNetwork
+
+    SPACE, NET = gym.spaces.Box(-1, 1, (4,)), QNetwork(4, 2, (8,))  # noqa: N806
     config = tiny(buffer_size=1_000_000)
     # 4 floats of obs and of next obs, plus action, reward, done and discount
-    assert dqn.estimate_bytes(config, 4, 2) >= 1_000_000 * (2 * 4 * 4 + 20)
-    assert json.dumps(dqn.estimate_bytes(tiny(), 4, 2))  # a plain int
+    assert dqn.estimate_bytes(config, SPACE, NET) >= 1_000_000 * (2 * 4 * 4 + 20)
+    assert json.dumps(dqn.estimate_bytes(tiny(), SPACE, NET))  # a plain int
 
 
 # ------------------------------------------------------------------- sweeps of presets

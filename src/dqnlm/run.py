@@ -194,15 +194,15 @@ def restore_generators(states: dict[str, dict], **generators: np.random.Generato
         generator.bit_generator.state = states[name]
 
 
-class _HeldSignals:
+class HeldSignals:
     """Ctrl-C and SIGTERM, held back to the trainer's next safe point (where a checkpoint
     is consistent). A second signal interrupts at once. Handlers exist only in the main
-    thread; elsewhere interrupts arrive as they would without this."""
+    thread (and with ``install``); elsewhere interrupts arrive as they would without this."""
 
-    def __init__(self) -> None:
+    def __init__(self, install: bool = True) -> None:
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
+        if install and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 if signal.getsignal(signum) is not signal.SIG_IGN:
                     self.previous[signum] = signal.signal(signum, self._hold)
@@ -247,10 +247,13 @@ class Run:
         tb_prefix: str = "dqn",
         write: bool = True,
         agree: Callable[[bool], bool] | None = None,
+        hold_signals: bool = True,
     ) -> None:
         """``write=False``: a process that trains beside the one writing the run directory
         (data-parallel ranks but the first) writes nothing. ``agree(held)`` tells whether
-        any such process holds a signal, so all stop at the same safe point."""
+        any such process holds a signal, so all stop at the same safe point.
+        ``hold_signals=False``: whoever drives several runs in one loop holds Ctrl-C and
+        SIGTERM itself (:class:`HeldSignals`) and checkpoints them all."""
         self.trainer, self.columns, self.tensorboard = trainer, columns, tensorboard
         self.tb_prefix = tb_prefix
         self.run_dir = trainer.run_dir if write else None
@@ -259,6 +262,7 @@ class Run:
         self.postfix: dict[str, str] = {}
         self._bar_args = dict(total=total, unit=unit, desc=desc, disable=not progress)
         self._started = 0.0
+        self.hold_signals = hold_signals
 
     def __enter__(self) -> Run:
         trainer = self.trainer
@@ -273,7 +277,7 @@ class Run:
             )
         self.bar = tqdm(initial=trainer.step, dynamic_ncols=True, **self._bar_args)
         self._started = time.perf_counter() - trainer.elapsed
-        self.signals = _HeldSignals()
+        self.signals = HeldSignals(install=self.hold_signals)
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

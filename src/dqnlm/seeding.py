@@ -43,3 +43,33 @@ def seed_streams(seed: int) -> SeedStreams:
     check_seed(seed)
     bases = np.random.SeedSequence(seed).generate_state(6, dtype=np.uint32) % _BASE_LIMIT
     return SeedStreams(*(int(b) for b in bases))
+
+
+MAX_LOCKSTEP_SEEDS = 1024
+"""Seeds one ``--seeds`` list may name: far beyond any experiment's need."""
+
+
+def parse_seeds(spec: str, name: str = "--seeds") -> list[int]:
+    """``0-9``, ``1,3,5`` or ``0-4,10-12`` as a list of distinct seeds, in order; a
+    one-line ConfigError naming the offending part otherwise."""
+    seeds: list[int] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise ConfigError(
+                f"{name} takes seeds like 0-9 or 1,3,5, got {spec!r} (bad part {part!r})"
+            ) from None
+        check_seed(first, name)
+        check_seed(last, name)
+        if last < first:
+            raise ConfigError(f"{name} range {part!r} runs backwards; write {last}-{first}")
+        if last - first + 1 + len(seeds) > MAX_LOCKSTEP_SEEDS:
+            raise ConfigError(f"{name} names more than {MAX_LOCKSTEP_SEEDS} seeds ({spec!r})")
+        seeds += range(first, last + 1)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{name} names seed {repeated[0]} twice ({spec!r})")
+    return seeds

@@ -4,6 +4,7 @@ dqnlm.control)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,7 +32,15 @@ def add_control_parsers(sub) -> None:
     source.add_argument("--preset", help="a tuned configuration (see `dqnlm presets`)")
     source.add_argument("--env", dest="env_id", help="any Gymnasium id with discrete actions")
     common.add_config_arguments(p, "learning_rate=3e-4")
-    p.add_argument("--seed", type=int)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int)
+    seeds.add_argument(
+        "--seeds",
+        metavar="LIST",
+        help="train many seeds in lockstep in one process, e.g. 0-9 or 1,3,5: batched "
+        "networks, each seed with its own envs, replay and exploration, writing an ordinary "
+        "run directory RUN_DIR/s<seed> (with --resume RUN_DIR: resume those seeds)",
+    )
     p.add_argument("--total-steps", type=int, help="training length in env steps")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     common.add_train_arguments(p, "<name>", TRUST)
@@ -64,6 +73,8 @@ def cmd_train(args) -> int:
     from dqnlm.control.presets import get_preset
 
     common.set_threads(args.threads)
+    if args.seeds is not None or (args.resume and _lockstep_seeds(args.resume)):
+        return _train_lockstep(args)
     if args.resume:
         common.refuse_config_with_resume(args, ("total_steps", "device"), ("preset", "env_id"))
         run_dir = args.resume
@@ -105,6 +116,94 @@ def cmd_train(args) -> int:
         f"over {result['episodes']} episodes"
     )
     print(f"run directory: {agent.run_dir}")
+    return 0
+
+
+def _lockstep_seeds(root: Path) -> list[int]:
+    """The seeds of a lockstep run directory (folders s<seed> holding runs), or []."""
+    from dqnlm.rundir import holds_run
+
+    if not root.is_dir() or holds_run(root):
+        return []
+    found = [p for p in root.iterdir() if p.name[:1] == "s" and p.name[1:].isdigit()]
+    return sorted(int(p.name[1:]) for p in found if p.is_dir() and holds_run(p))
+
+
+def _train_lockstep(args) -> int:
+    """``--seeds``: one config on many seeds, trained in lockstep (control.lockstep)."""
+    import contextlib
+    import statistics
+    import time
+
+    from dqnlm.control import DQN
+    from dqnlm.control.lockstep import Lockstep, seed_dir
+    from dqnlm.control.presets import get_preset
+    from dqnlm.seeding import parse_seeds
+
+    flags = {"device": args.device, "total_steps": args.total_steps}
+    if args.resume:
+        common.refuse_config_with_resume(
+            args, ("total_steps", "device", "seeds"), ("preset", "env_id")
+        )
+        root = args.resume
+        found = _lockstep_seeds(root)
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else found
+        missing = [s for s in seeds if s not in found]
+        if missing:
+            raise DQNLMError(
+                f"{root} holds no run of seed {missing[0]} ({seed_dir(root, missing[0])})"
+            )
+        config = None
+    else:
+        seeds = parse_seeds(args.seeds)
+        config = common.layer_config(
+            get_preset(args.preset).config() if args.preset else DQNConfig(),
+            args.config,
+            args.overrides,
+            {"total_steps": args.total_steps, "device": args.device},
+            before_set={"env_id": args.env_id},
+            check_file=lambda values, source: _check_env_id(values, source, args.trust_code),
+        ).validate()
+        name = args.preset or config.env_id.replace("/", "-")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = args.run_dir or Path("runs") / f"{name}-seeds{seeds[0]}-{seeds[-1]}-{stamp}"
+
+    def restart(values: dict, source: str, run_dir: Path) -> DQN:
+        _check_env_id(values, source, args.trust_code)
+        return DQN(common.config_from_run(DQNConfig, values, source, **flags), run_dir)
+
+    with contextlib.ExitStack() as stack:
+        agents = []
+        for seed in seeds:
+            run_dir = seed_dir(root, seed)
+            agents.append(
+                stack.enter_context(
+                    training_run(
+                        run_dir,
+                        resume=bool(args.resume),
+                        overwrite=args.overwrite,
+                        new=lambda s=seed, d=run_dir: DQN(dataclasses.replace(config, seed=s), d),
+                        load=lambda d=run_dir: DQN.load(d, **flags, trust_code=args.trust_code),
+                        restart=lambda v, src, d=run_dir: restart(v, src, d),
+                    )
+                )
+            )
+        if args.resume:
+            print(f"resuming {len(agents)} seeds in {root} at step {agents[0].global_step}")
+        results = Lockstep(agents).learn(
+            progress=not args.no_progress, tensorboard=not args.no_tensorboard
+        )
+    returns = [r["mean_return"] for r in results]
+    for seed, result in zip(seeds, results):
+        stop = " (stopped early)" if result["stopped_early"] else ""
+        print(
+            f"seed {seed}: eval mean return {result['mean_return']:.1f} at step {result['step']:,}{stop}"
+        )
+    print(
+        f"{len(seeds)} seeds: median eval return {statistics.median(returns):.1f} "
+        f"(min {min(returns):.1f}, max {max(returns):.1f})"
+    )
+    print(f"run directories: {root}/s<seed>")
     return 0
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from dqnlm.config_io import Checks
 from dqnlm.core.losses import LOSS_KINDS
+from dqnlm.core.networks import CONV_KINDS, NATURE_MIN_SIZE
+
+NETWORKS = ("auto", "mlp", *CONV_KINDS)
 
 LIMITS = {
     "total_steps": 10_000_000_000,
@@ -25,7 +28,8 @@ LIMITS = {
 @dataclass(frozen=True)
 class DQNConfig:
     env_id: str = "CartPole-v1"
-    """Gymnasium environment id; needs a discrete action space and vector observations."""
+    """Gymnasium environment id with a discrete action space: flat vector observations,
+    ``MinAtar/<Game>-v1`` ([minatar] extra) or ``ALE/<Game>-v5`` ([atari] extra)."""
     seed: int = 0
     """Run seed in [0, 2**32 - 1]; torch, exploration, replay, training, validation and test
     episodes each get an independent stream derived from it (dqnlm.seeding)."""
@@ -41,7 +45,35 @@ class DQNConfig:
     dueling: bool = False
     """Dueling head: Q = V + A - mean(A) (Wang et al. 2016)."""
     layer_norm: bool = False
-    """LayerNorm after each hidden linear layer (as in PQN, Gallici et al. 2024)."""
+    """LayerNorm after each hidden linear layer (as in PQN, Gallici et al. 2024); on a
+    convolutional network, on the flattened features and the hidden layer."""
+    network: str = "auto"
+    """Q-network: mlp, minatar (one 3x3 convolution, 16 channels, then 128 units: Young &
+    Tian 2019) or nature (Mnih et al. 2015's three convolutions and 512 units); auto: mlp
+    for vector observations, nature for images of at least 36x36 pixels, else minatar.
+    hidden_sizes applies to mlp only."""
+
+    frame_skip: int = 4
+    """Atari only: emulator frames per agent step (the action repeats; the last two frames
+    are max-pooled, removing sprite flicker). Step counts here are agent steps."""
+    frame_stack: int = 4
+    """Atari only: the last frames stacked into one observation (channels)."""
+    screen_size: int = 84
+    """Atari only: frames are resized to screen_size x screen_size greyscale pixels."""
+    noop_max: int = 0
+    """Atari only: up to this many no-op agent steps after each reset (0: none; sticky
+    actions already randomise starts, Machado et al. 2018)."""
+    terminal_on_life_loss: bool = False
+    """Atari only: a lost life ends the training episode (evaluation plays whole games)."""
+    sticky_action_prob: float | None = None
+    """Atari and MinAtar: probability that the previous action repeats instead of the
+    chosen one; default 0.25 on Atari (Machado et al. 2018), 0.1 on MinAtar."""
+    clip_rewards: bool | None = None
+    """Train on sign(reward) (Mnih et al. 2015); evaluations always report raw returns.
+    Default: on for Atari, off otherwise."""
+    max_episode_steps: int | None = None
+    """Truncate episodes after this many agent steps (they still bootstrap); default: the
+    environment's own limit."""
 
     gamma: float = 0.99
     """Discount factor, in [0, 1]."""
@@ -127,8 +159,26 @@ class DQNConfig:
         check.at_least(
             1,
             "n_envs batch_size buffer_size train_freq gradient_steps n_step log_interval "
-            "checkpoint_interval eval_episodes final_eval_episodes",
+            "checkpoint_interval eval_episodes final_eval_episodes frame_skip frame_stack",
         )
+        check.at_least(0, "noop_max")
+        check.need(
+            self.frame_stack <= 16, f"frame_stack must be at most 16, got {self.frame_stack}"
+        )
+        check.need(
+            8 <= self.screen_size <= 512,
+            f"screen_size must be in [8, 512] pixels, got {self.screen_size}",
+        )
+        check.one_of("network", NETWORKS)
+        check.need(
+            not (self.network == "nature" and self.screen_size < NATURE_MIN_SIZE),
+            f"screen_size={self.screen_size} is too small for the nature network's "
+            f"convolutions (at least {NATURE_MIN_SIZE})",
+        )
+        if self.sticky_action_prob is not None:
+            check.within(0, 1, "sticky_action_prob")
+        if self.max_episode_steps is not None:
+            check.at_least(1, "max_episode_steps")
         check.within(0, 1, "gamma exploration_initial_eps exploration_final_eps")
         check.within(0, 1, "exploration_fraction per_beta0")
         check.positive("learning_rate per_eps")

@@ -15,16 +15,18 @@ import numpy as np
 import torch
 
 from dqnlm.control.config import DQNConfig
-from dqnlm.control.envs import env_spaces, make_vec_env, run_episodes
+from dqnlm.control.envs import env_spaces, family, make_env, make_vec_env, run_episodes
 from dqnlm.control.metrics import COLUMNS, plot_runs
 from dqnlm.core.acting import epsilon_greedy
 from dqnlm.core.checkpoint import load_optimizer_state, optimizer_state
+from dqnlm.core.frames import FrameReplayBuffer
 from dqnlm.core.losses import dqn_loss, gradient_step
-from dqnlm.core.networks import QNetwork
+from dqnlm.core.networks import NATURE_MIN_SIZE, build_q_network
 from dqnlm.core.replay import NStepFolder, PrioritizedReplayBuffer, ReplayBuffer
 from dqnlm.core.schedules import linear
 from dqnlm.core.target import TargetNetwork
 from dqnlm.device import resolve_device
+from dqnlm.errors import DQNLMError
 from dqnlm.resources import check_fits, q_learning_bytes
 from dqnlm.run import Run, Trainer, generator_states, restore_generators, unprefixed
 from dqnlm.seeding import seed_streams
@@ -41,36 +43,53 @@ class DQN(Trainer):
 
     def __init__(self, config: DQNConfig, run_dir: str | Path | None = None) -> None:
         self.config = cfg = config.validate()
-        obs_space, action_space = env_spaces(cfg.env_id)
+        obs_space, action_space = env_spaces(cfg)
         self.device = resolve_device(cfg.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         n_actions = int(action_space.n)
-        check_fits(
-            estimate_bytes(cfg, obs_space.shape[0], n_actions),
-            f"buffer_size={cfg.buffer_size:,} with hidden_sizes={list(cfg.hidden_sizes)}",
+        self.images = len(obs_space.shape) == 3
+        kind = network_kind(cfg, obs_space.shape)
+        # rewards the loop trains on: sign-clipped on Atari unless the config says otherwise
+        self.clip_rewards = (
+            family(cfg.env_id) == "atari" if cfg.clip_rewards is None else cfg.clip_rewards
         )
         # training, validation and test episodes come from independent seed streams, so
         # evaluation never replays a training episode and adjacent run seeds share none
         self.seeds = seed_streams(cfg.seed)
 
         torch.manual_seed(self.seeds.torch)
-        self.q_net = QNetwork(
-            obs_space.shape[0], n_actions, cfg.hidden_sizes, cfg.dueling, cfg.layer_norm
-        ).to(self.device)
+        scale = 1.0 / 255 if self.images and float(obs_space.high.max()) > 1 else 1.0
+        self.q_net = build_q_network(
+            obs_space.shape, n_actions, kind, cfg.hidden_sizes, cfg.dueling, cfg.layer_norm, scale
+        )
+        check_fits(
+            estimate_bytes(cfg, obs_space, self.q_net),
+            f"buffer_size={cfg.buffer_size:,} with the {kind} network",
+        )
+        self.q_net.to(self.device)
         self.target = TargetNetwork(
             self.q_net, cfg.target_update, cfg.target_update_period, cfg.tau
         )
         self._params = list(self.q_net.parameters())
         # fused Adam is one kernel for all parameters, several times faster for small nets on CPU
         self.optimizer = torch.optim.Adam(self._params, lr=cfg.learning_rate, fused=True)
-        replay_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
-        extra = {}
-        if cfg.prioritized:
+        if self.images:
+            # each frame stored once; n-step returns fold inside (no NStepFolder)
+            stack = cfg.frame_stack if family(cfg.env_id) == "atari" else 1
+            self.replay = FrameReplayBuffer(
+                cfg.buffer_size, obs_space.shape, stack, cfg.n_envs, cfg.n_step, cfg.gamma,
+                device=self.device, seed=self.seeds.replay,
+            )  # fmt: skip
+        elif cfg.prioritized:
             beta = linear(cfg.per_beta0, 1.0, cfg.total_steps)
-            extra = {"alpha": cfg.per_alpha, "beta": beta, "eps": cfg.per_eps}
-        self.replay = replay_cls(
-            cfg.buffer_size, obs_space.shape, device=self.device, seed=self.seeds.replay, **extra
-        )
+            self.replay = PrioritizedReplayBuffer(
+                cfg.buffer_size, obs_space.shape, alpha=cfg.per_alpha, beta=beta,
+                eps=cfg.per_eps, device=self.device, seed=self.seeds.replay,
+            )  # fmt: skip
+        else:
+            self.replay = ReplayBuffer(
+                cfg.buffer_size, obs_space.shape, device=self.device, seed=self.seeds.replay
+            )
         self.rng = np.random.default_rng(self.seeds.explore)  # exploration
         self.epsilon = linear(
             cfg.exploration_initial_eps,
@@ -89,8 +108,12 @@ class DQN(Trainer):
     @torch.no_grad()
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Greedy actions for a batch of observations."""
-        q = self.q_net(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
-        return q.argmax(dim=1).cpu().numpy()
+        return self.q_net(self.as_input(obs)).argmax(dim=1).cpu().numpy()
+
+    def as_input(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations as the network takes them: images stay uint8 (scaled inside)."""
+        dtype = torch.uint8 if self.images else torch.float32
+        return torch.as_tensor(obs, dtype=dtype, device=self.device)
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions; skips the network when every action is random."""
@@ -107,10 +130,10 @@ class DQN(Trainer):
         seed = self.seeds.test if seed is None else seed
         cfg = self.config
         returns, discounted, starts = run_episodes(
-            cfg.env_id, self.predict, episodes, seed, gamma=cfg.gamma
+            lambda: make_env(cfg, train=False), self.predict, episodes, seed, gamma=cfg.gamma
         )
         with torch.no_grad():
-            start_q = self.q_net(torch.as_tensor(starts, dtype=torch.float32, device=self.device))
+            start_q = self.q_net(self.as_input(starts))
         return {
             "mean_return": float(returns.mean()),
             "std_return": float(returns.std()),
@@ -148,100 +171,157 @@ class DQN(Trainer):
     def learn(self, progress: bool = True, tensorboard: bool = True) -> dict:
         """Train until ``total_steps`` env steps; returns the final evaluation."""
         cfg = self.config
-        envs = make_vec_env(cfg.env_id, cfg.n_envs)
-        # a resumed run cannot restore mid-episode env state: it starts new episodes
-        obs, _ = envs.reset(seed=self.seeds.train + self.global_step)
-        folder = NStepFolder(cfg.n_step, cfg.gamma, cfg.n_envs) if cfg.n_step > 1 else None
-        warmup = max(cfg.batch_size, min(cfg.learning_starts, cfg.buffer_size))
-        episode_returns = np.zeros(cfg.n_envs)
-        recent: list[float] = []  # returns of episodes finished since the last log row
-        last_return = last_loss = last_q = None
-        losses, qs = [], []
-        run = Run(
-            self, COLUMNS, total=cfg.total_steps, unit="step", desc=cfg.env_id,
-            progress=progress, tensorboard=tensorboard,
-        )  # fmt: skip
-        with contextlib.closing(envs), run:
-            while self.global_step < cfg.total_steps and not self.stopped_early:
-                # uniform random play fills the buffer before learning starts (as SB3)
-                random_play = self.global_step < cfg.learning_starts
-                epsilon = 1.0 if random_play else self.epsilon(self.global_step)
+        envs = make_vec_env(cfg, cfg.n_envs)
+        with contextlib.closing(envs), self.open_run(progress, tensorboard) as run:
+            obs = self.start(envs)
+            while not self.done:
+                epsilon = self.exploration()
                 actions = self.act(obs, epsilon)
-                next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-                done = terminated | truncated
-                real_next = next_obs
-                if done.any():  # store the true last observation, not the reset one
-                    real_next = next_obs.copy()
-                    for i in np.flatnonzero(done):
-                        real_next[i] = infos["final_obs"][i]
-                if folder is None:
-                    discounts = np.full(cfg.n_envs, cfg.gamma, dtype=np.float32)
-                    self.replay.add(obs, actions, rewards, real_next, terminated, discounts)
-                else:
-                    folded = folder.push(obs, actions, rewards, real_next, terminated, truncated)
-                    if folded is not None:
-                        self.replay.add(*folded)
-                episode_returns += rewards
-                for i in np.flatnonzero(done):
-                    recent.append(float(episode_returns[i]))
-                    episode_returns[i] = 0.0
-                obs = next_obs
-
-                before = self.global_step
-                self.global_step += cfg.n_envs
-                rounds = self.global_step // cfg.train_freq - before // cfg.train_freq
-                if rounds and len(self.replay) >= warmup:
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = self._lr()
-                    for _ in range(rounds * cfg.gradient_steps):
-                        loss, mean_q = self._update()
-                        run.check_finite(loss=loss, mean_q=mean_q)
-                        losses.append(loss)
-                        qs.append(mean_q)
-                run.advance(self.global_step - before)
-
-                now = self.global_step
-                if run.due(before, now, cfg.log_interval) or now >= cfg.total_steps:
-                    if recent:
-                        last_return = float(np.mean(recent))
-                    if losses:
-                        last_loss, last_q = float(np.mean(losses)), float(np.mean(qs))
-                    recent, losses, qs = [], [], []
-                    run.log(
-                        now,
-                        episode_return=last_return,
-                        loss=last_loss,
-                        mean_q=last_q,
-                        epsilon=epsilon,
-                    )
-                    run.advance(
-                        0,
-                        ret="-" if last_return is None else f"{last_return:.1f}",
-                        eps=f"{epsilon:.3f}",
-                        loss="-" if last_loss is None else f"{last_loss:.3g}",
-                    )
-                if run.due(before, now, cfg.eval_interval) and now < cfg.total_steps:
-                    result = self.evaluate(cfg.eval_episodes, self.seeds.validation)
-                    run.log(now, **_eval_columns(result))
-                    run.advance(0, eval=f"{result['mean_return']:.1f}")
-                    if cfg.keep_best and result["mean_return"] > self.best_return:
-                        self.best_return = result["mean_return"]
-                        self.best_weights = _copy(self.q_net.state_dict())
-                    stop = cfg.stop_at_return  # the loop runs while stopped_early is False
-                    self.stopped_early = stop is not None and result["mean_return"] >= stop
-                if run.due(before, now, cfg.checkpoint_interval) and now < cfg.total_steps:
-                    run.checkpoint()
+                before, obs = self.global_step, self.env_step(envs, obs, actions)
+                updates = self.update_rounds(before)
+                if updates:
+                    self.set_learning_rate(self.optimizer)
+                for _ in range(updates):
+                    self.record_update(run, *self._update())
+                self.bookkeeping(run, before, epsilon)
                 run.safe_point()
             run.loop_done()
-            kept_best = cfg.keep_best and not self.stopped_early and self._restore_best()
-            final = self.evaluate(cfg.final_eval_episodes)
-            final["step"], final["stopped_early"] = self.global_step, self.stopped_early
-            final["kept_best"] = bool(kept_best)  # the final weights are an earlier best
-            run.log(self.global_step, **_eval_columns(final))
-            # eval.json first: a kill between the two resumes from the previous
-            # checkpoint, never from a finished one whose final row is already logged
-            run.finish(final)
+            return self.finish(run)
+
+    # The pieces of ``learn``, shared with many seeds trained in lockstep (control.lockstep).
+    def open_run(self, progress: bool, tensorboard: bool, **kwargs) -> Run:
+        cfg = self.config
+        self._episode_returns = np.zeros(cfg.n_envs)
+        self._recent: list[float] = []  # returns of episodes finished since the last log row
+        self._last: dict[str, float | None] = {"return": None, "loss": None, "q": None}
+        self._losses: list[float] = []
+        self._qs: list[float] = []
+        return Run(
+            self, COLUMNS, total=cfg.total_steps, unit="step", desc=cfg.env_id,
+            progress=progress, tensorboard=tensorboard, **kwargs,
+        )  # fmt: skip
+
+    def start(self, envs) -> np.ndarray:
+        """The first observations; a resumed run cannot restore mid-episode env state, so
+        it starts new episodes."""
+        obs, _ = envs.reset(seed=self.seeds.train + self.global_step)
+        self._folder = None
+        if self.images:
+            for i in range(self.config.n_envs):
+                self.replay.begin(i, obs[i])
+        elif self.config.n_step > 1:
+            self._folder = NStepFolder(self.config.n_step, self.config.gamma, self.config.n_envs)
+        return obs
+
+    @property
+    def done(self) -> bool:
+        return self.global_step >= self.config.total_steps or self.stopped_early
+
+    def exploration(self) -> float:
+        """Epsilon now: uniform random play fills the buffer before learning starts (as SB3)."""
+        random_play = self.global_step < self.config.learning_starts
+        return 1.0 if random_play else self.epsilon(self.global_step)
+
+    def env_step(self, envs, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Step the environments, store the transitions, count returns; the next obs."""
+        cfg = self.config
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+        done = terminated | truncated
+        real_next = next_obs
+        if done.any():  # store the true last observation, not the reset one
+            real_next = next_obs.copy()
+            for i in np.flatnonzero(done):
+                real_next[i] = infos["final_obs"][i]
+        stored = np.sign(rewards) if self.clip_rewards else rewards
+        if self.images:
+            self.replay.step(actions, stored, real_next, terminated, truncated)
+            for i in np.flatnonzero(done):
+                self.replay.begin(i, next_obs[i])
+        elif self._folder is None:
+            discounts = np.full(cfg.n_envs, cfg.gamma, dtype=np.float32)
+            self.replay.add(obs, actions, stored, real_next, terminated, discounts)
+        else:
+            folded = self._folder.push(obs, actions, stored, real_next, terminated, truncated)
+            if folded is not None:
+                self.replay.add(*folded)
+        self._episode_returns += rewards
+        for i in np.flatnonzero(done):
+            self._recent.append(float(self._episode_returns[i]))
+            self._episode_returns[i] = 0.0
+        self.global_step += cfg.n_envs
+        return next_obs
+
+    def update_rounds(self, before: int) -> int:
+        """Gradient updates due after the vector step that began at env step ``before``."""
+        cfg = self.config
+        rounds = self.global_step // cfg.train_freq - before // cfg.train_freq
+        # a rule on the step counter alone (not on the replay's size, which n-step windows
+        # and episode ends make differ between seeds): many seeds in lockstep update together
+        warmup = max(min(cfg.learning_starts, cfg.buffer_size), cfg.batch_size + cfg.n_envs * cfg.n_step)
+        return rounds * cfg.gradient_steps if self.global_step >= warmup else 0
+
+    def set_learning_rate(self, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self._lr()
+
+    def record_update(self, run: Run, loss: float, mean_q: float) -> None:
+        run.check_finite(loss=loss, mean_q=mean_q)
+        self._losses.append(loss)
+        self._qs.append(mean_q)
+
+    def needs_weights(self, before: int) -> bool:
+        """Whether :meth:`bookkeeping` after this step evaluates or checkpoints."""
+        cfg, now = self.config, self.global_step
+        due = Run.due(before, now, cfg.eval_interval) or Run.due(
+            before, now, cfg.checkpoint_interval
+        )
+        return due and now < cfg.total_steps
+
+    def bookkeeping(self, run: Run, before: int, epsilon: float) -> None:
+        """Log, evaluate and checkpoint on their env-step intervals."""
+        cfg, now, last = self.config, self.global_step, self._last
+        run.advance(now - before)
+        if run.due(before, now, cfg.log_interval) or now >= cfg.total_steps:
+            if self._recent:
+                last["return"] = float(np.mean(self._recent))
+            if self._losses:
+                last["loss"], last["q"] = float(np.mean(self._losses)), float(np.mean(self._qs))
+            self._recent, self._losses, self._qs = [], [], []
+            run.log(
+                now, episode_return=last["return"], loss=last["loss"], mean_q=last["q"],
+                epsilon=epsilon,
+            )  # fmt: skip
+            run.advance(
+                0,
+                ret="-" if last["return"] is None else f"{last['return']:.1f}",
+                eps=f"{epsilon:.3f}",
+                loss="-" if last["loss"] is None else f"{last['loss']:.3g}",
+            )
+        if run.due(before, now, cfg.eval_interval) and now < cfg.total_steps:
+            result = self.evaluate(cfg.eval_episodes, self.seeds.validation)
+            run.log(now, **_eval_columns(result))
+            run.advance(0, eval=f"{result['mean_return']:.1f}")
+            if cfg.keep_best and result["mean_return"] > self.best_return:
+                self.best_return = result["mean_return"]
+                self.best_weights = _copy(self.q_net.state_dict())
+            stop = cfg.stop_at_return  # the loop runs while stopped_early is False
+            self.stopped_early = stop is not None and result["mean_return"] >= stop
+        if run.due(before, now, cfg.checkpoint_interval) and now < cfg.total_steps:
             run.checkpoint()
+
+    def finish(self, run: Run) -> dict:
+        """After the loop: keep the best weights if asked, the final test evaluation,
+        eval.json, the last checkpoint and the learning curve."""
+        cfg = self.config
+        kept_best = cfg.keep_best and not self.stopped_early and self._restore_best()
+        final = self.evaluate(cfg.final_eval_episodes)
+        final["step"], final["stopped_early"] = self.global_step, self.stopped_early
+        final["kept_best"] = bool(kept_best)  # the final weights are an earlier best
+        run.log(self.global_step, **_eval_columns(final))
+        # eval.json first: a kill between the two resumes from the previous
+        # checkpoint, never from a finished one whose final row is already logged
+        run.finish(final)
+        run.checkpoint()
         if self.run_dir is not None:
             plot_runs([self.run_dir], self.run_dir / "learning_curve.png", title=cfg.env_id)
         return final
@@ -308,10 +388,45 @@ class DQN(Trainer):
         return config
 
 
-def estimate_bytes(cfg: DQNConfig, obs_dim: int, n_actions: int) -> int:
+def network_kind(cfg: DQNConfig, obs_shape: tuple[int, ...]) -> str:
+    """The Q-network ``cfg.network`` names for these observations (auto resolved), or one
+    clear error when it cannot take them."""
+    image = len(obs_shape) == 3
+    kind = cfg.network
+    if kind == "auto":
+        kind = (
+            "mlp" if not image else "nature" if min(obs_shape[1:]) >= NATURE_MIN_SIZE else "minatar"
+        )
+    if kind != "mlp" and not image:
+        raise DQNLMError(
+            f"network={kind!r} needs image observations, but {cfg.env_id!r} has flat "
+            f"observations of shape {obs_shape}; use network='mlp'"
+        )
+    if kind == "nature" and min(obs_shape[1:]) < NATURE_MIN_SIZE:
+        raise DQNLMError(
+            f"network='nature' needs images of at least {NATURE_MIN_SIZE}x{NATURE_MIN_SIZE} "
+            f"pixels, but {cfg.env_id!r} gives {obs_shape[1]}x{obs_shape[2]}; use network='minatar'"
+        )
+    if image and cfg.prioritized:
+        raise DQNLMError("prioritized replay is not available for image observations yet")
+    return kind
+
+
+def estimate_bytes(cfg: DQNConfig, obs_space, q_net: torch.nn.Module) -> int:
     """Memory a run allocates up front: replay, networks, gradients, Adam and a batch."""
-    widths = [obs_dim, *cfg.hidden_sizes, n_actions]
-    return q_learning_bytes(cfg.buffer_size, widths, cfg.batch_size, cfg.prioritized)
+    obs_shape = obs_space.shape
+    if len(obs_shape) == 1:
+        widths = [obs_shape[0], *cfg.hidden_sizes, int(q_net.head.out_features)]
+        return q_learning_bytes(cfg.buffer_size, widths, cfg.batch_size, cfg.prioritized)
+    frame = int(np.prod(obs_shape))
+    if family(cfg.env_id) == "atari":
+        frame //= cfg.frame_stack
+    # each frame once, plus six 8-byte transition fields; weights held six times; a batch
+    # of s and s' as uint8 and float32 with activations of a few times the input
+    replay = cfg.buffer_size * (frame + 1 + 48)
+    params = sum(p.numel() for p in q_net.parameters())
+    batch = cfg.batch_size * 2 * int(np.prod(obs_shape)) * (1 + 4 * 8)
+    return replay + 6 * 4 * params + batch
 
 
 def _eval_columns(result: dict) -> dict[str, float]:

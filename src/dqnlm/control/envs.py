@@ -1,6 +1,25 @@
-"""Gymnasium environments: checks with clear errors, and vectorized construction."""
+"""Gymnasium environments: checks with clear errors, image preprocessing, vector envs and
+batched evaluation.
+
+Three families, told apart by the id:
+
+* ``ALE/<Game>-v5``: Atari through ale-py (the ``[atari]`` extra, which ships the ROMs),
+  preprocessed as Machado et al. 2018 recommend and the common Gymnasium wrappers do:
+  sticky actions (``sticky_action_prob``, 0.25), ``frame_skip`` frames per agent step with
+  the last two max-pooled, 84x84 greyscale, ``frame_stack`` frames stacked channel-first,
+  optional no-op starts and (training only) life loss as episode end. Rewards are
+  sign-clipped by the training loop, never by the environment, so evaluations report
+  game scores.
+* ``MinAtar/<Game>-v1``: MinAtar (Young & Tian 2019; the ``[minatar]`` extra), 10x10
+  images with one 0/1 channel per object kind, channel-first uint8, sticky actions 0.1.
+* anything else: any Gymnasium id with flat vector observations.
+"""
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -8,10 +27,64 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from dqnlm.errors import DQNLMError
 
+MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+STICKY_DEFAULT = {"atari": 0.25, "minatar": 0.1}
+"""Sticky-action probability by family (Machado et al. 2018; Young & Tian 2019)."""
+ATARI_ONLY = ("frame_skip", "frame_stack", "screen_size", "noop_max", "terminal_on_life_loss")
+"""Config fields that only Atari preprocessing reads."""
 
-def _make(env_id: str) -> gym.Env:
+
+def family(env_id: str) -> str:
+    """``atari``, ``minatar`` or ``gym``."""
+    if env_id.startswith("ALE/"):
+        return "atari"
+    if env_id.startswith("MinAtar/"):
+        return "minatar"
+    return "gym"
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _minatar_registered(env_id: str) -> None:
     try:
-        return gym.make(env_id)
+        import minatar.gym as minatar_gym
+    except ImportError:
+        raise DQNLMError(f"{env_id!r} needs MinAtar: pip install 'dqnlm[minatar]'") from None
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        minatar_gym.register_envs()
+    names = {game.title().replace("_", ""): game for game in MINATAR_GAMES}
+    game = env_id.removeprefix("MinAtar/").rsplit("-v", 1)[0]
+    if game not in names:
+        raise DQNLMError(
+            f"unknown MinAtar game {game!r} in {env_id!r}; {_suggest(game, names)}"
+            f"choose one of: {', '.join(f'MinAtar/{n}-v1' for n in names)}"
+        )
+
+
+def _atari_registered(env_id: str) -> None:
+    try:
+        import ale_py
+        import cv2  # noqa: F401  (AtariPreprocessing resizes with OpenCV)
+    except ImportError as e:
+        raise DQNLMError(
+            f"{env_id!r} needs the Atari extra (ale-py with its ROMs, and OpenCV for "
+            f"preprocessing; missing: {e.name}): pip install 'dqnlm[atari]'"
+        ) from None
+    gym.register_envs(ale_py)
+    if env_id not in gym.registry:
+        games = [k for k in gym.registry if k.startswith("ALE/") and k.endswith("-v5")]
+        raise DQNLMError(
+            f"unknown Atari game {env_id!r}; {_suggest(env_id, games)}"
+            "Atari ids look like ALE/Pong-v5 or ALE/Breakout-v5"
+        )
+
+
+def _make_raw(env_id: str, **kwargs: Any) -> gym.Env:
+    try:
+        return gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise DQNLMError(
             f"environment {env_id!r} needs an optional dependency ({e}); "
@@ -19,13 +92,62 @@ def _make(env_id: str) -> gym.Env:
         ) from None
     except gym.error.Error as e:
         raise DQNLMError(f"unknown environment id {env_id!r}: {e}") from None
-    except (ImportError, ValueError, AttributeError) as e:  # a malformed or broken module:Env id
+    except (ImportError, ValueError, AttributeError, TypeError) as e:  # a malformed module:Env id
         raise DQNLMError(f"cannot make environment {env_id!r}: {type(e).__name__}: {e}") from None
 
 
-def env_spaces(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
-    """The observation and action spaces of ``env_id``, refusing what DQN cannot handle."""
-    env = _make(env_id)
+def make_env(config: Any, train: bool = True) -> gym.Env:
+    """One environment as ``config`` (a DQNConfig) describes it, preprocessed for its family.
+    ``train=False`` (evaluation) plays whole games even with ``terminal_on_life_loss``."""
+    env_id, kind = config.env_id, family(config.env_id)
+    limit = {"max_episode_steps": config.max_episode_steps} if config.max_episode_steps else {}
+    sticky = config.sticky_action_prob
+    if kind == "minatar":
+        _minatar_registered(env_id)
+        sticky = STICKY_DEFAULT["minatar"] if sticky is None else sticky
+        env = _make_raw(env_id, sticky_action_prob=sticky, **limit)
+        channels = env.observation_space.shape[-1]
+        space = gym.spaces.Box(0, 1, (channels, *env.observation_space.shape[:2]), np.uint8)
+        return gym.wrappers.TransformObservation(env, _channels_first, space)
+    if kind == "atari":
+        from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+        _atari_registered(env_id)
+        sticky = STICKY_DEFAULT["atari"] if sticky is None else sticky
+        # frameskip=1: AtariPreprocessing skips frames itself, max-pooling the last two
+        env = _make_raw(env_id, frameskip=1, repeat_action_probability=sticky, **limit)
+        env = AtariPreprocessing(
+            env,
+            noop_max=config.noop_max,
+            frame_skip=config.frame_skip,
+            screen_size=config.screen_size,
+            terminal_on_life_loss=config.terminal_on_life_loss and train,
+        )
+        return FrameStackObservation(env, config.frame_stack)
+    return _make_raw(env_id, **limit)
+
+
+def _channels_first(obs: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(obs, -1, 0), dtype=np.uint8)
+
+
+def env_spaces(config: Any) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
+    """The observation and action spaces of ``config``'s environment after preprocessing,
+    refusing what DQN cannot handle and settings that do not apply."""
+    env_id, kind = config.env_id, family(config.env_id)
+    if kind != "atari":
+        defaults = type(config)()
+        odd = [name for name in ATARI_ONLY if getattr(config, name) != getattr(defaults, name)]
+        if odd:
+            raise DQNLMError(
+                f"{odd[0]}={getattr(config, odd[0])!r} applies to Atari environments "
+                f"(ALE/...) only, not {env_id!r}; leave it at {getattr(defaults, odd[0])!r}"
+            )
+    if kind == "gym" and config.sticky_action_prob is not None:
+        raise DQNLMError(
+            f"sticky_action_prob applies to Atari and MinAtar environments only, not {env_id!r}"
+        )
+    env = make_env(config)
     obs_space, action_space = env.observation_space, env.action_space
     env.close()
     if not isinstance(action_space, gym.spaces.Discrete):
@@ -33,35 +155,46 @@ def env_spaces(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
             f"DQN needs a discrete action space, but {env_id!r} has {action_space}; "
             "choose an environment with Discrete actions"
         )
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+    image = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 3
+    if not isinstance(obs_space, gym.spaces.Box) or not (len(obs_space.shape) == 1 or image):
         raise DQNLMError(
-            f"dqnlm's MLP Q-network needs flat vector observations, but {env_id!r} has {obs_space}"
+            f"dqnlm's Q-networks need flat vector observations or channel-first images, "
+            f"but {env_id!r} has {obs_space}"
         )
+    if image and obs_space.dtype != np.uint8:
+        raise DQNLMError(f"image observations must be uint8, but {env_id!r} has {obs_space}")
     return obs_space, action_space
 
 
-def make_vec_env(env_id: str, n_envs: int) -> SyncVectorEnv:
-    """``n_envs`` copies stepped in lock-step. SAME_STEP autoreset puts the true last
-    observation of a finished episode in ``info["final_obs"]`` and returns the reset one."""
+def make_vec_env(config: Any, n_envs: int) -> SyncVectorEnv:
+    """``n_envs`` training copies stepped in lock-step. SAME_STEP autoreset puts the true
+    last observation of a finished episode in ``info["final_obs"]`` and returns the reset one."""
     return SyncVectorEnv(
-        [lambda: gym.make(env_id) for _ in range(n_envs)], autoreset_mode=AutoresetMode.SAME_STEP
+        [lambda: make_env(config) for _ in range(n_envs)], autoreset_mode=AutoresetMode.SAME_STEP
     )
 
 
 def run_episodes(
-    env_id: str, policy, episodes: int, seed: int, batch: int = 32, gamma: float = 1.0
+    env: str | Callable[[], gym.Env],
+    policy,
+    episodes: int,
+    seed: int,
+    batch: int = 32,
+    gamma: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Play ``episodes`` episodes, ``batch`` at a time with one policy call per step:
     (returns, returns discounted by ``gamma``, the first observation of each episode).
 
-    ``policy`` maps an observation array ``(n, obs_dim)`` to actions ``(n,)``. Episode
-    ``i`` is seeded with ``seed + i``, so the same call always plays the same episodes.
+    ``env`` is a Gymnasium id or a function making one environment. ``policy`` maps an
+    observation array ``(n, *obs_shape)`` to actions ``(n,)``. Episode ``i`` is seeded with
+    ``seed + i``, so the same call always plays the same episodes.
     """
+    make = (lambda: _make_raw(env)) if isinstance(env, str) else env
     returns, discounted = np.zeros(episodes), np.zeros(episodes)
     starts = []
     for start in range(0, episodes, batch):
         ids = range(start, min(start + batch, episodes))
-        envs = [_make(env_id) for _ in ids]
+        envs = [make() for _ in ids]
         obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids)]
         starts += obs
         live, discount = list(range(len(envs))), 1.0
@@ -75,6 +208,6 @@ def run_episodes(
                 if not (terminated or truncated):
                     still.append(j)
             live, discount = still, discount * gamma
-        for env in envs:
-            env.close()
+        for e in envs:
+            e.close()
     return returns, discounted, np.stack(starts)

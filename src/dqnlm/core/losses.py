@@ -25,6 +25,9 @@ def td_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (optionally importance-weighted) TD loss and the detached TD errors.
 
+    The mean runs over the last dimension: a scalar for one batch, one loss per member
+    for ``(members, batch)`` inputs (many seeds trained in lockstep).
+
     ``huber`` is the smooth L1 loss of Mnih et al. 2015: quadratic within
     ``huber_delta`` of the target, linear outside, so large errors cannot blow up
     the gradient. Items of weight 0 are masked out: whatever they hold (NaN, inf) reaches
@@ -41,7 +44,7 @@ def td_loss(
         per_item = F.mse_loss(predicted, target, reduction="none")
     else:
         raise ValueError(f"unknown loss {kind!r}; choose one of {LOSS_KINDS}")
-    loss = per_item.mean() if weights is None else (weights * per_item).mean()
+    loss = per_item.mean(-1) if weights is None else (weights * per_item).mean(-1)
     return loss, (target - predicted).detach()
 
 
@@ -55,15 +58,21 @@ def dqn_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DQN (or Double DQN) TD loss of a replay batch: (loss, Q of the taken actions,
     TD errors). ``invalid(states)`` (bool, batch x actions) rules actions out of the
-    bootstrap (action masking); importance weights come from ``batch.weights``."""
-    n = len(batch.actions)
+    bootstrap (action masking); importance weights come from ``batch.weights``.
+
+    A batch with a leading members dimension (``actions`` of shape ``(members, batch)``,
+    networks mapping ``(members, batch, ...)`` to ``(members, batch, actions)``) gives one
+    loss per member."""
+    dim = batch.actions.dim() - 1  # the batch dimension: 1 with a members dimension
+    n = batch.actions.shape[dim]
     if double:
         # one forward over [s; s'] costs less than two small ones; the s' half is detached
-        q_all = q_net(torch.cat([batch.obs, batch.next_obs]))
-        q_obs, next_online = q_all[:n], q_all[n:].detach()
+        q_all = q_net(torch.cat([batch.obs, batch.next_obs], dim=dim))
+        q_obs, next_online = q_all.split(n, dim=dim)
+        next_online = next_online.detach()
     else:
         q_obs = q_net(batch.obs)
-    q = q_obs.gather(1, batch.actions[:, None]).squeeze(1)
+    q = q_obs.gather(-1, batch.actions[..., None]).squeeze(-1)
     with torch.no_grad():
         next_target = target_net(batch.next_obs)
         if invalid is not None:

@@ -166,8 +166,12 @@ def _control_trusted(info: Entry, out: Path, where: str, source: str, trust_code
 def _control_check_runnable(configs: list) -> None:
     from dqnlm.control.envs import env_spaces
 
-    for env_id in dict.fromkeys(c.env_id for c in configs):
-        env_spaces(env_id)
+    checked = set()
+    for config in configs:  # each environment with its settings, once
+        key = dataclasses.replace(config, seed=0)
+        if key not in checked:
+            env_spaces(config)
+            checked.add(key)
 
 
 # ------------------------------------------------------------------------------ dialogue
