@@ -209,3 +209,47 @@ def test_cli_bad_seeds_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "backwards" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_sweep_lockstep_trains_each_cells_seeds_together(tmp_path):
+    from dqnlm.experiments.sweep import load_sweep, sweep
+
+    text = """
+seeds = [1, 2]
+lockstep = true
+[base]
+total_steps = 300
+learning_starts = 100
+batch_size = 16
+hidden_sizes = [16]
+eval_interval = 0
+final_eval_episodes = 2
+[envs.cartpole]
+env_id = "CartPole-v1"
+[variants.hard]
+target_update = "hard"
+[variants.none]
+target_update = "none"
+"""
+    (tmp_path / "s.toml").write_text(text)
+    spec = load_sweep(tmp_path / "s.toml")
+    assert spec["lockstep"] is True
+    dirs = sweep(spec, tmp_path / "out", workers=1, progress=False)
+    assert len(dirs) == 4
+    for run_dir in dirs:
+        ours = DQN.load(run_dir)
+        alone = DQN(ours.config)
+        alone.learn(progress=False, tensorboard=False)
+        assert ours.num_updates == alone.num_updates
+        for a, b in zip(ours.q_net.state_dict().values(), alone.q_net.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_sweep_refuses_a_lockstep_that_is_not_a_bool(tmp_path):
+    from dqnlm.experiments.sweep import load_sweep
+
+    (tmp_path / "s.toml").write_text(
+        'lockstep = "yes"\n[envs.c]\nenv_id = "CartPole-v1"\n[variants.v]\n'
+    )
+    with pytest.raises(ConfigError, match="lockstep must be true or false"):
+        load_sweep(tmp_path / "s.toml")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import textwrap
 from pathlib import Path
 
 from dqnlm.cli import common
@@ -251,4 +252,9 @@ def cmd_presets(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print("\nsources:")
+    for name, preset in PRESETS.items():
+        print(
+            textwrap.fill(preset.source, 96, initial_indent=f"  {name}: ", subsequent_indent="    ")
+        )
     return 0

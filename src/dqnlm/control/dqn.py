@@ -257,7 +257,9 @@ class DQN(Trainer):
         rounds = self.global_step // cfg.train_freq - before // cfg.train_freq
         # a rule on the step counter alone (not on the replay's size, which n-step windows
         # and episode ends make differ between seeds): many seeds in lockstep update together
-        warmup = max(min(cfg.learning_starts, cfg.buffer_size), cfg.batch_size + cfg.n_envs * cfg.n_step)
+        warmup = max(
+            min(cfg.learning_starts, cfg.buffer_size), cfg.batch_size + cfg.n_envs * cfg.n_step
+        )
         return rounds * cfg.gradient_steps if self.global_step >= warmup else 0
 
     def set_learning_rate(self, optimizer: torch.optim.Optimizer) -> None:

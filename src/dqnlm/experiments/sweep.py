@@ -25,7 +25,10 @@ run killed mid-way continues from its last checkpoint. A sweep file may grow (mo
 variants or seeds) and rerun into the same directory: only the new runs train, and a
 change to a run already there is refused. Control runs do not stop early unless the file
 says ``early_stop = true`` (to measure presets as they ship): by default every run spends
-its whole budget, so curves and areas compare.
+its whole budget, so curves and areas compare. With ``lockstep = true`` the seeds of each
+control env x variant train together in one worker (as ``dqnlm train --seeds``: batched
+networks, each seed its own run directory and the run it would be alone); Ray runs each
+seed as its own task.
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ from dqnlm.config_io import load_toml, replace
 from dqnlm.core.checkpoint import atomic_write_text, loads_finite
 from dqnlm.errors import ConfigError, DQNLMError
 from dqnlm.experiments.trainers import trainer_of
-from dqnlm.experiments.worker import Run, execute, init_pool_worker, is_finished
+from dqnlm.experiments.worker import (
+    Run,
+    execute,
+    execute_lockstep,
+    init_pool_worker,
+    is_finished,
+)
 from dqnlm.rundir import claim_run_dir, holds_run
 from dqnlm.seeding import check_seed
 
@@ -68,7 +77,7 @@ def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
     needs ``trust_code``."""
     raw = load_toml(path)
     try:
-        unknown = set(raw) - {"seeds", "base", "envs", "variants", "early_stop"}
+        unknown = set(raw) - {"seeds", "base", "envs", "variants", "early_stop", "lockstep"}
         if unknown:
             raise ConfigError(f"unknown top-level keys {sorted(unknown)}")
         seeds = _seeds(raw.get("seeds", 10))
@@ -96,7 +105,12 @@ def load_sweep(path: str | Path, trust_code: bool = False) -> dict[str, Any]:
         early_stop = raw.get("early_stop", False)
         if not isinstance(early_stop, bool):
             raise ConfigError(f"early_stop must be true or false, got {early_stop!r}")
+        lockstep = raw.get("lockstep", False)
+        if not isinstance(lockstep, bool):
+            raise ConfigError(f"lockstep must be true or false, got {lockstep!r}")
         spec = {"seeds": seeds, "envs": {}, "variants": tables["variants"], "base": tables["base"]}
+        if lockstep:
+            spec["lockstep"] = True
         for name, env in tables["envs"].items():
             entry = _resolve_env(name, env, spec["base"], spec["variants"], early_stop)
             trainer_of(entry).check_file(entry, f"[envs.{name}]", f"sweep file {path}", trust_code)
@@ -281,7 +295,7 @@ def sweep(
             runs = runs_of(spec)
             todo = [r for r in runs if not is_finished(r.directory(out))]
             if ray is None:
-                results = _pool_results(todo, out, workers, trust_code)
+                results = _pool_results(todo, out, workers, trust_code, spec.get("lockstep", False))
             else:
                 results = ray_backend.results(todo, out, ray, trust_code)
             bar = tqdm(
@@ -297,15 +311,28 @@ def sweep(
 
 
 def _pool_results(
-    todo: list[Run], out: Path, workers: int, trust_code: bool
+    todo: list[Run], out: Path, workers: int, trust_code: bool, lockstep: bool = False
 ) -> Iterator[tuple[Run, dict]]:
-    """Each run of ``todo`` trained in a local process pool, as it finishes."""
+    """Each run of ``todo`` trained in a local process pool, as it finishes; with
+    ``lockstep``, the control seeds of each env x variant as one task."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in todo:
+        together = lockstep and run.trainer == "control"
+        groups.setdefault(
+            (run.env, run.variant) if together else (run.env, run.variant, run.seed), []
+        ).append(run)
     context = multiprocessing.get_context("spawn")  # no forked torch state in workers
     with ProcessPoolExecutor(workers, context, initializer=init_pool_worker) as pool:
-        futures = {pool.submit(execute, r, r.directory(out), trust_code): r for r in todo}
+        futures = {}
+        for group in groups.values():
+            if len(group) > 1:
+                futures[pool.submit(execute_lockstep, group, out, trust_code)] = group
+            else:
+                futures[pool.submit(_one, group[0], out, trust_code)] = group
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                for run, result in zip(futures[future], future.result()):
+                    yield run, result
         except BaseException as e:
             for future in futures:
                 future.cancel()
@@ -314,3 +341,7 @@ def _pool_results(
                 for worker in multiprocessing.active_children():
                     worker.terminate()  # SIGTERM; a worker Ctrl-C reached ignores it
             raise
+
+
+def _one(run: Run, out: Path, trust_code: bool) -> list[dict]:
+    return [execute(run, run.directory(out), trust_code)]

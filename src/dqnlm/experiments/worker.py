@@ -71,6 +71,52 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False, threads: int = 1)
     return {"run": str(run_dir), "summary": kind.summary(result)}
 
 
+def execute_lockstep(runs: list[Run], out: Path, trust_code: bool = False) -> list[dict]:
+    """Control runs that differ only in their seed, trained together in one process
+    (:mod:`dqnlm.control.lockstep`), each in its own ordinary run directory; finished runs
+    are only read back, killed ones resume. Runs whose checkpoints stand at different steps
+    cannot step together: each then trains on its own."""
+    import contextlib
+
+    import torch
+
+    from dqnlm.control.dqn import DQN
+    from dqnlm.control.lockstep import Lockstep
+
+    kind = TRAINERS["control"]
+    todo = [r for r in runs if not is_finished(r.directory(out))]
+    global _state
+    if todo:
+        torch.set_num_threads(1)
+        if _state == "stopping":
+            raise KeyboardInterrupt
+        _state = "training"
+        try:
+            with contextlib.ExitStack() as stack:
+                agents = []
+                for run in todo:
+                    run_dir = stack.enter_context(claim_run_dir(run.directory(out)))
+                    if has_checkpoint(run_dir):
+                        agents.append(DQN.load(run_dir, trust_code=trust_code))
+                    else:
+                        clear_run(run_dir, everything=True)
+                        config = kind.config(run.config, str(run_dir))
+                        agents.append(DQN(config, run_dir))
+                steps = {(a.global_step, a.num_updates) for a in agents}
+                if len(steps) == 1:
+                    Lockstep(agents).learn(progress=False, tensorboard=False)
+                else:  # resumed from checkpoints at different steps
+                    for agent in agents:
+                        agent.learn(progress=False, tensorboard=False)
+        finally:
+            if _state == "training":
+                _state = "idle"
+    return [
+        {"run": str(r.directory(out)), "summary": kind.summary(_read_eval(r.directory(out)))}
+        for r in runs
+    ]
+
+
 def _read_eval(run_dir: Path) -> dict:
     return json.loads((run_dir / "eval.json").read_text())
 
