@@ -57,16 +57,16 @@ class DQN(Trainer):
         # evaluation never replays a training episode and adjacent run seeds share none
         self.seeds = seed_streams(cfg.seed)
 
-        torch.manual_seed(self.seeds.torch)
         scale = 1.0 / 255 if self.images and float(obs_space.high.max()) > 1 else 1.0
-        self.q_net = build_q_network(
-            obs_space.shape, n_actions, kind, cfg.hidden_sizes, cfg.dueling, cfg.layer_norm, scale
-        )
-        check_fits(
-            estimate_bytes(cfg, obs_space, self.q_net),
-            f"buffer_size={cfg.buffer_size:,} with the {kind} network",
-        )
-        self.q_net.to(self.device)
+        shape = (obs_space.shape, n_actions, kind, cfg.hidden_sizes, cfg.dueling, cfg.layer_norm)
+        with torch.device("meta"):  # sized before anything is allocated
+            check_fits(
+                estimate_bytes(cfg, obs_space, build_q_network(*shape, scale)),
+                f"buffer_size={cfg.buffer_size:,} with the {kind} network "
+                f"(hidden_sizes={list(cfg.hidden_sizes)})",
+            )
+        torch.manual_seed(self.seeds.torch)
+        self.q_net = build_q_network(*shape, scale).to(self.device)
         self.target = TargetNetwork(
             self.q_net, cfg.target_update, cfg.target_update_period, cfg.tau
         )

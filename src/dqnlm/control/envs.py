@@ -115,7 +115,7 @@ def make_env(config: Any, train: bool = True) -> gym.Env:
         _atari_registered(env_id)
         sticky = STICKY_DEFAULT["atari"] if sticky is None else sticky
         # frameskip=1: AtariPreprocessing skips frames itself, max-pooling the last two
-        env = _make_raw(env_id, frameskip=1, repeat_action_probability=sticky, **limit)
+        env = _make_raw(env_id, frameskip=1, repeat_action_probability=sticky)
         env = AtariPreprocessing(
             env,
             noop_max=config.noop_max,
@@ -123,6 +123,8 @@ def make_env(config: Any, train: bool = True) -> gym.Env:
             screen_size=config.screen_size,
             terminal_on_life_loss=config.terminal_on_life_loss and train,
         )
+        if config.max_episode_steps:  # counted in agent steps, after the frame skip
+            env = gym.wrappers.TimeLimit(env, config.max_episode_steps)
         return FrameStackObservation(env, config.frame_stack)
     return _make_raw(env_id, **limit)
 
@@ -163,6 +165,11 @@ def env_spaces(config: Any) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
         )
     if image and obs_space.dtype != np.uint8:
         raise DQNLMError(f"image observations must be uint8, but {env_id!r} has {obs_space}")
+    if image and obs_space.shape[-1] <= 4 < min(obs_space.shape[:2]):
+        raise DQNLMError(
+            f"{env_id!r} gives channel-last images {obs_space.shape} (height, width, "
+            "channels); dqnlm's convolutional networks take channel-first (C, H, W) images"
+        )
     return obs_space, action_space
 
 

@@ -212,14 +212,16 @@ def collect(out: Path, spec: dict) -> dict[str, dict[str, Cell]]:
 
 
 def random_return(env_id: str, episodes: int = 20, seed: int = 0) -> float:
-    """Mean return of a uniformly random policy: the ``low`` end of normalised scores."""
-    import gymnasium as gym
+    """Mean return of a uniformly random policy: the ``low`` end of normalised scores
+    (the environment preprocessed as its family's defaults have it: MinAtar, Atari)."""
+    from dqnlm.control.config import DQNConfig
+    from dqnlm.control.envs import make_env, run_episodes
 
-    from dqnlm.control.envs import run_episodes
-
-    space = gym.make(env_id).action_space
+    config = DQNConfig(env_id=env_id)
+    space = make_env(config).action_space
     space.seed(seed)
-    returns, _, _ = run_episodes(env_id, lambda obs: [space.sample() for _ in obs], episodes, seed)
+    policy = lambda obs: [space.sample() for _ in obs]  # noqa: E731
+    returns, _, _ = run_episodes(lambda: make_env(config, train=False), policy, episodes, seed)
     return float(returns.mean())
 
 
