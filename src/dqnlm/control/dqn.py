@@ -129,20 +129,14 @@ class DQN(Trainer):
         episodes = episodes or self.config.final_eval_episodes
         seed = self.seeds.test if seed is None else seed
         cfg = self.config
-        returns, discounted, starts = run_episodes(
-            lambda: make_env(cfg, train=False), self.predict, episodes, seed, gamma=cfg.gamma
-        )
+        played = run_episodes(self.eval_env, self.predict, episodes, seed, gamma=cfg.gamma)
         with torch.no_grad():
-            start_q = self.q_net(self.as_input(starts))
-        return {
-            "mean_return": float(returns.mean()),
-            "std_return": float(returns.std()),
-            "episodes": episodes,
-            # how far the greedy value of the start state overshoots the discounted return
-            # it actually earns (van Hasselt et al. 2016's overestimation measure)
-            "q_overestimation": float(start_q.max(dim=1).values.mean().item() - discounted.mean()),
-            "returns": returns.tolist(),
-        }
+            start_q = self.q_net(self.as_input(played[2]))
+        return evaluation(*played, start_q)
+
+    def eval_env(self):
+        """One evaluation environment (whole games, even with terminal_on_life_loss)."""
+        return make_env(self.config, train=False)
 
     # ---------------------------------------------------------------- learning
     def _lr(self) -> float:
@@ -279,8 +273,9 @@ class DQN(Trainer):
         )
         return due and now < cfg.total_steps
 
-    def bookkeeping(self, run: Run, before: int, epsilon: float) -> None:
-        """Log, evaluate and checkpoint on their env-step intervals."""
+    def bookkeeping(self, run: Run, before: int, epsilon: float, evaluate=None) -> None:
+        """Log, evaluate and checkpoint on their env-step intervals; ``evaluate(episodes,
+        seed)`` replaces :meth:`evaluate` (many seeds evaluate together in lockstep)."""
         cfg, now, last = self.config, self.global_step, self._last
         run.advance(now - before)
         if run.due(before, now, cfg.log_interval) or now >= cfg.total_steps:
@@ -300,7 +295,7 @@ class DQN(Trainer):
                 loss="-" if last["loss"] is None else f"{last['loss']:.3g}",
             )
         if run.due(before, now, cfg.eval_interval) and now < cfg.total_steps:
-            result = self.evaluate(cfg.eval_episodes, self.seeds.validation)
+            result = (evaluate or self.evaluate)(cfg.eval_episodes, self.seeds.validation)
             run.log(now, **_eval_columns(result))
             run.advance(0, eval=f"{result['mean_return']:.1f}")
             if cfg.keep_best and result["mean_return"] > self.best_return:
@@ -429,6 +424,21 @@ def estimate_bytes(cfg: DQNConfig, obs_space, q_net: torch.nn.Module) -> int:
     params = sum(p.numel() for p in q_net.parameters())
     batch = cfg.batch_size * 2 * int(np.prod(obs_shape)) * (1 + 4 * 8)
     return replay + 6 * 4 * params + batch
+
+
+def evaluation(
+    returns: np.ndarray, discounted: np.ndarray, starts: np.ndarray, start_q: torch.Tensor
+) -> dict:
+    """An evaluation's record from its episodes (run_episodes) and Q of their start states."""
+    return {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "episodes": len(returns),
+        # how far the greedy value of the start state overshoots the discounted return
+        # it actually earns (van Hasselt et al. 2016's overestimation measure)
+        "q_overestimation": float(start_q.max(dim=-1).values.mean().item() - discounted.mean()),
+        "returns": returns.tolist(),
+    }
 
 
 def _eval_columns(result: dict) -> dict[str, float]:

@@ -197,24 +197,56 @@ def run_episodes(
     ``seed + i``, so the same call always plays the same episodes.
     """
     make = (lambda: _make_raw(env)) if isinstance(env, str) else env
-    returns, discounted = np.zeros(episodes), np.zeros(episodes)
-    starts = []
+    (played,) = run_episodes_together(
+        [make], lambda obs: [policy(obs[0])], episodes, [seed], batch, gamma
+    )
+    return played
+
+
+def run_episodes_together(
+    makes: list[Callable[[], gym.Env]],
+    policy,
+    episodes: int,
+    seeds: list[int],
+    batch: int = 32,
+    gamma: float = 1.0,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`run_episodes` for several members at once (many seeds in lockstep): member
+    ``m`` plays its own environments seeded ``seeds[m] + i``, and ``policy`` maps the list
+    of members' observation arrays (an empty array for a member with no live episode) to
+    their actions in one call per step. Member ``m``'s result is exactly what
+    ``run_episodes`` with member ``m``'s policy would return."""
+    members = range(len(makes))
+    returns = [np.zeros(episodes) for _ in members]
+    discounted = [np.zeros(episodes) for _ in members]
+    starts: list[list] = [[] for _ in members]
     for start in range(0, episodes, batch):
         ids = range(start, min(start + batch, episodes))
-        envs = [make() for _ in ids]
-        obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids)]
-        starts += obs
-        live, discount = list(range(len(envs))), 1.0
-        while live:
-            actions = policy(np.stack([obs[j] for j in live]))
-            still = []
-            for j, action in zip(live, actions):
-                obs[j], reward, terminated, truncated, _ = envs[j].step(int(action))
-                returns[start + j] += reward
-                discounted[start + j] += discount * reward
-                if not (terminated or truncated):
-                    still.append(j)
-            live, discount = still, discount * gamma
-        for e in envs:
-            e.close()
-    return returns, discounted, np.stack(starts)
+        envs = [[makes[m]() for _ in ids] for m in members]
+        obs = [[e.reset(seed=seeds[m] + i)[0] for e, i in zip(envs[m], ids)] for m in members]
+        for m in members:
+            starts[m] += obs[m]
+        live = [list(range(len(ids))) for _ in members]
+        discount = 1.0
+        while any(live):
+            batch_obs = [
+                np.stack([obs[m][j] for j in live[m]])
+                if live[m]
+                else np.zeros((0, *np.shape(obs[m][0])))
+                for m in members
+            ]
+            actions = policy(batch_obs)
+            for m in members:
+                still = []
+                for j, action in zip(live[m], actions[m]):
+                    obs[m][j], reward, terminated, truncated, _ = envs[m][j].step(int(action))
+                    returns[m][start + j] += reward
+                    discounted[m][start + j] += discount * reward
+                    if not (terminated or truncated):
+                        still.append(j)
+                live[m] = still
+            discount *= gamma
+        for member_envs in envs:
+            for e in member_envs:
+                e.close()
+    return [(returns[m], discounted[m], np.stack(starts[m])) for m in members]

@@ -24,18 +24,19 @@ import dataclasses
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from dqnlm.control.config import DQNConfig
-from dqnlm.control.dqn import DQN
-from dqnlm.control.envs import make_vec_env
+from dqnlm.control.dqn import DQN, evaluation
+from dqnlm.control.envs import make_vec_env, run_episodes_together
 from dqnlm.core.acting import epsilon_greedy
 from dqnlm.core.losses import dqn_loss
 from dqnlm.core.stacked import StackedModules, clip_grad_norm_per_member
 from dqnlm.core.target import TargetNetwork
 from dqnlm.errors import DQNLMError
-from dqnlm.run import HeldSignals
+from dqnlm.run import HeldSignals, Run
 
 
 def seed_dir(root: str | Path, seed: int) -> Path:
@@ -180,10 +181,17 @@ class Lockstep:
                     for agent, values in zip(self.live, self._update()):
                         agent.record_update(runs[agent], *values)
                 finished = []
+                evaluations = {}
+                now = lead.global_step
+                if Run.due(before, now, cfg.eval_interval) and now < cfg.total_steps:
+                    # every seed's validation episodes at once, on the stacked networks
+                    seeds = [a.seeds.validation for a in self.live]
+                    evaluations = dict(zip(self.live, self.evaluate(cfg.eval_episodes, seeds)))
                 for agent in self.live:
                     if agent.needs_weights(before):
                         self._unstack(agent)
-                    agent.bookkeeping(runs[agent], before, epsilon)
+                    result = evaluations.get(agent)
+                    agent.bookkeeping(runs[agent], before, epsilon, lambda *_, r=result: r)
                     if agent.done:
                         finished.append(agent)
                 bar.update(cfg.n_envs * len(self.live))
@@ -203,6 +211,29 @@ class Lockstep:
                 if agent not in results:  # finished before this call (a resumed run)
                     results[agent] = agent.finish(runs[agent])
         return [results[agent] for agent in agents]
+
+    @torch.no_grad()
+    def evaluate(self, episodes: int, seeds: list[int]) -> list[dict]:
+        """Each live seed's greedy evaluation on its episodes ``seeds[i] + j``, played
+        together with one stacked forward per step: what each agent's own
+        :meth:`~dqnlm.control.dqn.DQN.evaluate` returns."""
+        gamma = self.config.gamma
+
+        def policy(observations: list) -> list:
+            longest = max(len(o) for o in observations)
+            padded = [
+                np.concatenate([o, np.zeros((longest - len(o), *o.shape[1:]), o.dtype)])
+                if len(o) < longest else o
+                for o in observations
+            ]  # fmt: skip
+            greedy = self._greedy(padded)
+            return [g[: len(o)] for g, o in zip(greedy, observations)]
+
+        makes = [agent.eval_env for agent in self.live]
+        played = run_episodes_together(makes, policy, episodes, seeds, gamma=gamma)
+        inputs = [agent.as_input(starts) for agent, (_, _, starts) in zip(self.live, played)]
+        start_q = self.net(torch.stack(inputs))
+        return [evaluation(*p, q) for p, q in zip(played, start_q)]
 
     def _checkpoint_all(self, runs: dict) -> None:
         """A held signal: every live seed saves a consistent checkpoint now."""

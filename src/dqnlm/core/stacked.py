@@ -44,15 +44,14 @@ class StackedModules(nn.Module):
             self.register_buffer(_key(name), value.clone())
         # the architecture without weights: functional_call supplies each member's
         self._skeleton = [copy.deepcopy(modules[0]).to("meta")]
+        self._layers = self._grouped_layers
 
     def _named(self, names: list[str]) -> dict[str, torch.Tensor]:
         return {name: getattr(self, _key(name)) for name in names}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skeleton = self._skeleton[0]
-        if isinstance(skeleton, QNetwork | ConvQNetwork) and all(
-            isinstance(m, _GROUPED) for m in skeleton.body
-        ):
+        if self._grouped_layers is not None:
             return self._grouped(skeleton, x)
 
         def member(params, buffers, inputs):
@@ -61,25 +60,36 @@ class StackedModules(nn.Module):
         params, buffers = self._named(self.param_names), self._named(self.buffer_names)
         return torch.func.vmap(member)(params, buffers, x)
 
+    @property
+    def _grouped_layers(self) -> list[tuple[str, nn.Module]] | None:
+        """(parameter key prefix, layer) of the body, or None when vmap must run it."""
+        skeleton = self._skeleton[0]
+        if not isinstance(skeleton, QNetwork | ConvQNetwork):
+            return None
+        if not all(isinstance(m, _GROUPED) for m in skeleton.body):
+            return None
+        return [(f"body__{i}__", layer) for i, layer in enumerate(skeleton.body)]
+
     def _grouped(self, net: QNetwork | ConvQNetwork, x: torch.Tensor) -> torch.Tensor:
         """The core Q-networks' forward, layer by layer over the members dimension."""
         x = x.float() * net.input_scale if isinstance(net, ConvQNetwork) else x.flatten(2)
-        for index, layer in enumerate(net.body):
-            x = self._layer(f"body.{index}", layer, x)
-        q = self._layer("head", net.head, x)
+        for prefix, layer in self._layers:
+            x = self._layer(prefix, layer, x)
+        q = self._layer("head__", net.head, x)
         if net.value is not None:
-            q = self._layer("value", net.value, x) + q - q.mean(dim=-1, keepdim=True)
+            q = self._layer("value__", net.value, x) + q - q.mean(dim=-1, keepdim=True)
         return q
 
-    def _layer(self, name: str, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        weight = getattr(self, _key(f"{name}.weight"), None)
-        bias = getattr(self, _key(f"{name}.bias"), None)
+    def _layer(self, prefix: str, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # the parameter dict itself: nn.Module.__getattr__ would cost more than a small layer
+        weight = self._parameters.get(prefix + "weight")
+        bias = self._parameters.get(prefix + "bias")
         if isinstance(layer, nn.Linear):  # (N, B, in) @ (N, in, out) + (N, 1, out)
             return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
         if isinstance(layer, nn.LayerNorm):
             x = F.layer_norm(x, layer.normalized_shape, eps=layer.eps)
             shape = (x.shape[0], *[1] * (x.dim() - 2), -1)
-            return x * weight.view(shape) + bias.view(shape)
+            return torch.addcmul(bias.view(shape), x, weight.view(shape))
         if isinstance(layer, nn.ReLU):
             return torch.relu(x)
         if isinstance(layer, nn.Flatten):
