@@ -698,3 +698,28 @@ def test_a_tiny_minatar_run_beats_random_play(minatar, tmp_path):
     )
     assert math.isfinite(final["mean_return"])
     assert final["mean_return"] >= random_returns.mean() + 1.0, (final, random_returns)
+
+
+def test_a_short_atari_run_trains_checkpoints_resumes_and_evaluates(atari, tmp_path, capsys):
+    """Every Atari code path end to end, briefly: preprocessing, the nature network, the
+    frame replay with n-step returns, clipped rewards, a checkpoint with the replay, resume,
+    and evaluation on whole games (a time limit keeps them short)."""
+    from dqnlm.cli import main
+
+    run = tmp_path / "pong"
+    args = ["train", "--preset", "pong", "--seed", "3", "--run-dir", str(run), "--no-progress",
+            "--no-tensorboard", "--total-steps", "160", "--set", "learning_starts=100",
+            "--set", "batch_size=4", "--set", "buffer_size=400", "--set", "n_step=3",
+            "--set", "checkpoint_interval=80", "--set", "eval_interval=0",
+            "--set", "final_eval_episodes=1", "--set", "max_episode_steps=50",
+            "--set", "save_replay=true"]  # fmt: skip
+    assert main(args) == 0
+    agent = DQN.load(run)
+    assert agent.global_step == 160 and agent.num_updates == 16  # at steps 100, 104, ..., 160
+    assert agent.clip_rewards and type(agent.q_net).__name__ == "ConvQNetwork"
+    assert len(agent.replay) > 0 and agent.replay.frames.shape[2:] == (1, 84, 84)
+    assert main(["train", "--resume", str(run), "--total-steps", "200", "--no-progress",
+                 "--no-tensorboard"]) == 0  # fmt: skip
+    assert DQN.load(run).global_step == 200
+    assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
+    assert '"episodes": 1' in capsys.readouterr().out
