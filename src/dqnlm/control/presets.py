@@ -33,7 +33,7 @@ PRESETS: dict[str, Preset] = {
             "tuned here for speed and reliability (docs/benchmarks.md): 3-step Double DQN, "
             "a 64-64 LayerNorm MLP, hard target copies every 50 updates, batches of 128, "
             "learning rate annealed to 0, early stop once 20 validation episodes all reach "
-            "500 on 20 validation episodes, else the best validation weights"
+            "500, else the best validation weights"
         ),
         overrides={
             "total_steps": 50_000,  # env steps
