@@ -51,6 +51,7 @@ def execute(run: Run, run_dir: Path, trust_code: bool = False, threads: int = 1)
         return {"run": str(run_dir), "summary": kind.summary(_read_eval(run_dir))}
     # small networks run fastest on one thread per run; a run given more cores uses them
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as the CLI: denormals take the CPU's slow path
     global _state
     if _state == "stopping":  # a signal stopped this worker's last run: start no other
         raise KeyboardInterrupt
@@ -88,6 +89,7 @@ def execute_lockstep(runs: list[Run], out: Path, trust_code: bool = False) -> li
     global _state
     if todo:
         torch.set_num_threads(1)
+        torch.set_flush_denormal(True)
         if _state == "stopping":
             raise KeyboardInterrupt
         _state = "training"
