@@ -253,3 +253,41 @@ def test_sweep_refuses_a_lockstep_that_is_not_a_bool(tmp_path):
     )
     with pytest.raises(ConfigError, match="lockstep must be true or false"):
         load_sweep(tmp_path / "s.toml")
+
+
+def test_sigterm_checkpoints_every_seed_and_resume_continues_them(tmp_path):
+    """SIGTERM to `dqnlm train --seeds`: every seed saves a consistent checkpoint at the same
+    step, the process exits 143 without a traceback, and --resume continues all of them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dqnlm.core.checkpoint import load_checkpoint
+
+    root = tmp_path / "many"
+    args = ["train", "--env", "CartPole-v1", "--seeds", "4-6", "--total-steps", "10000000",
+            "--set", "learning_starts=100", "--set", "batch_size=16", "--set", "hidden_sizes=[16]",
+            "--set", "log_interval=100", "--run-dir", str(root), "--no-progress",
+            "--no-tensorboard"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dqnlm", *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        metrics, deadline = root / "s6" / "metrics.csv", time.monotonic() + 60
+        while not metrics.is_file() or len(metrics.read_text().splitlines()) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    steps = {load_checkpoint(seed_dir(root, s) / "checkpoints").meta["step"] for s in (4, 5, 6)}
+    assert len(steps) == 1 and steps.pop() >= 300  # one consistent step for every seed
+    assert main(["train", "--resume", str(root), "--total-steps", "2000", "--no-progress",
+                 "--no-tensorboard"]) == 0  # fmt: skip
+    assert {DQN.load(seed_dir(root, s)).global_step for s in (4, 5, 6)} == {2000}
