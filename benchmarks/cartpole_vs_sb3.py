@@ -37,11 +37,9 @@ import argparse
 import contextlib
 import csv
 import datetime
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -51,13 +49,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from sidebyside import child_env, cpu_model, versions
+
 RUNNER = Path(__file__).resolve().with_name("sb3_cartpole_runner.py")
 DEFAULT_SEEDS = list(range(7))
 DEFAULT_OURS_ARGS = "--preset cartpole"
 FALLBACK_STOP_AT = 490.0
 SIDES = ("ours", "sb3-zoo", "sb3-stop")
 SHORT = {"ours": "ours", "sb3-zoo": "zoo", "sb3-stop": "stop"}
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FORBIDDEN_OURS = ("--seed", "--run-dir", "--resume")
 
 
@@ -166,12 +165,6 @@ def resolve_stop_at(given: float | None, ours_args: list[str]) -> tuple[float, s
 
 
 # ------------------------------------------------------------------------- running
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(THREAD_ENV)
-    return env
-
-
 def side_command(side: str, seed: int, run_dir: Path, args, stop_at: float) -> list[str]:
     if side == "ours":
         return [
@@ -384,43 +377,6 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("dqnlm", "torch", "stable-baselines3", "gymnasium", "numpy"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    try:
-        root = Path(__file__).resolve().parent
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        out["git"] = commit + (" (uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return out
-
-
 def header(meta: dict, labels: dict) -> str:
     v = meta["versions"]
     lines = [
@@ -496,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "versions": versions(),
+        "versions": versions(("dqnlm", "torch", "stable-baselines3", "gymnasium", "numpy")),
         "seeds": args.seeds,
         "sides": sides,
         "ours_args": args.ours_args,

@@ -47,10 +47,8 @@ import argparse
 import contextlib
 import csv
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -61,13 +59,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from sidebyside import child_env, cpu_model, versions
+
 RUNNER = Path(__file__).resolve().with_name("sb3_minatar_runner.py")
 DEFAULT_SEEDS = [100, 101, 102]
 DEFAULT_STEPS = 50_000
 DEFAULT_PRESET = "minatar-breakout"
 BASE_OVERRIDES = ["eval_interval=0"]
 SIDES = ("ours", "sb3")
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FORBIDDEN_KEYS = {
     "seed": "--seeds",
     "total_steps": "--steps",
@@ -163,12 +162,6 @@ def check_config(preset: str, overrides: list[str], steps: int) -> tuple[object,
 
 
 # ------------------------------------------------------------------------- running
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(THREAD_ENV)
-    return env
-
-
 def side_command(side: str, seed: int, run_dir: Path, args) -> list[str]:
     sets = [x for text in args.all_overrides for x in ("--set", text)]
     if side == "ours":
@@ -442,43 +435,6 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("dqnlm", "torch", "stable-baselines3", "gymnasium", "minatar", "numpy"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    try:
-        root = Path(__file__).resolve().parent
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        out["git"] = commit + (" (uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return out
-
-
 def header(meta: dict) -> str:
     v, h = meta["versions"], meta["sb3_hyperparameters"]
     sets = " ".join(f"--set {x}" for x in meta["overrides"])
@@ -557,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "versions": versions(),
+        "versions": versions(
+            ("dqnlm", "torch", "stable-baselines3", "gymnasium", "minatar", "numpy")
+        ),
         "preset": args.preset,
         "env_id": cfg.env_id,
         "seeds": args.seeds,
