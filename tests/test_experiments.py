@@ -473,7 +473,7 @@ def test_load_sweep_layers_preset_base_env_and_variant(tmp_path):
     base = cp["configs"]["base"]
     assert base["total_steps"] == 2000  # env over base
     assert base["batch_size"] == 32 and base["learning_rate"] == 1e-3  # base over preset
-    assert base["n_step"] == 3 and base["hidden_sizes"] == [128, 128]  # the preset
+    assert base["n_step"] == 3 and base["hidden_sizes"] == [64, 64]  # the preset
     assert base["stop_at_return"] is None  # sweeps never stop early
     assert cp["configs"]["small-batch"]["batch_size"] == 16  # variant over base
     assert acro["configs"]["base"]["total_steps"] == 1000
