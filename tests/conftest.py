@@ -41,3 +41,12 @@ def tiny():
         return DQNConfig(**{**TINY, **overrides})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _denormals_back_on():
+    """`dqnlm train` flushes denormal floats to zero for the whole process (a speed-up);
+    tests that call the CLI in-process must not leave that to the tests after them
+    (numpy's subnormal arithmetic, which property tests exercise, would change)."""
+    yield
+    torch.set_flush_denormal(False)
