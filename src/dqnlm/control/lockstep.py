@@ -174,9 +174,8 @@ class Lockstep:
                     )
                     obs[agent] = agent.env_step(envs[agent], obs[agent], actions)
                 updates = lead.update_rounds(before)
-                if updates:
-                    for agent in self.live:
-                        agent.set_learning_rate(self.optimizer)  # the same schedule for all
+                if updates:  # one schedule on one shared counter: the lead's lr is every seed's
+                    lead.set_learning_rate(self.optimizer)
                 for _ in range(updates):
                     for agent, values in zip(self.live, self._update()):
                         agent.record_update(runs[agent], *values)

@@ -51,7 +51,7 @@ class StackedModules(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skeleton = self._skeleton[0]
-        if self._grouped_layers is not None:
+        if self._layers is not None:  # found once, in __init__
             return self._grouped(skeleton, x)
 
         def member(params, buffers, inputs):
