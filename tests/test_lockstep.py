@@ -262,7 +262,8 @@ def test_sigterm_checkpoints_every_seed_and_resume_continues_them(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
+
+    from test_hostile_runs import wait_for_rows
 
     from dqnlm.core.checkpoint import load_checkpoint
 
@@ -276,10 +277,7 @@ def test_sigterm_checkpoints_every_seed_and_resume_continues_them(tmp_path):
         [sys.executable, "-m", "dqnlm", *args], stderr=subprocess.PIPE, text=True, env=env
     )
     try:
-        metrics, deadline = root / "s6" / "metrics.csv", time.monotonic() + 60
-        while not metrics.is_file() or len(metrics.read_text().splitlines()) < 4:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_rows(proc, root / "s6" / "metrics.csv", rows=4)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
