@@ -11,6 +11,7 @@ the bundled movie-ticket domain, ``load_domain("restaurant")`` the table-booking
 from __future__ import annotations
 
 import collections
+import dataclasses
 import difflib
 import json
 import stat
@@ -53,6 +54,12 @@ class Slot:
     """The value vocabulary: KB records and goals draw from it; the NLU matches it."""
     determined_by: str | None
     """Another KB slot whose value fixes this one (a theater fixes its city)."""
+    aliases: tuple[str, ...] = ()
+    """Other words people use to name the slot, or to ask for it ("film", "showtime",
+    "what time"); the NLU reads them in questions and "don't care" phrasings."""
+    value_aliases: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Other ways people write a value ("sci-fi" for science fiction); the NLU maps them
+    to the value."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +485,8 @@ def _parse_slots(check: _Checker, raw: Any) -> list[Slot]:
                 determined_by=check.scalar(
                     spec, "determined_by", f"{field}.determined_by", str, default=None
                 ),
+                aliases=check.strings(spec, "aliases", f"{field}.aliases", default=()),
+                value_aliases=_value_aliases(check, spec, field, values),
             )
         )
     by_name = {s.name: s for s in slots}
@@ -493,6 +502,17 @@ def _parse_slots(check: _Checker, raw: Any) -> list[Slot]:
         elif _cycle(slot.name, by_name):
             check.add(f"{field}.determined_by", "the determined_by chain loops back to this slot")
     return slots
+
+
+def _value_aliases(check: _Checker, spec: dict, field: str, values) -> dict:
+    """``value_aliases``: an object from values of the slot to lists of other spellings."""
+    raw = check.obj(spec.get("value_aliases", {}), f"{field}.value_aliases")
+    aliases = {}
+    for value in raw:
+        if value not in values:
+            check.names([value], values, f"{field}.value_aliases", "value")
+        aliases[value] = check.strings(raw, value, f"{field}.value_aliases.{value}")
+    return aliases
 
 
 def _cycle(start: str, by_name: dict[str, Slot]) -> bool:
