@@ -107,12 +107,41 @@ def add_dialogue_parser(sub) -> None:
     p = dialogue.add_parser(
         "chat",
         help="play the user yourself, in free text",
-        description="You play the user and type free text; the agent answers in text. "
+        description="You play the user and type free text toward a goal shown to you; after "
+        "each line the chat says what it understood (a later value corrects an earlier one: "
+        "'no, 4 people') and the agent answers. /goal and /state show where you stand; "
         "Ctrl-D (end of input) ends the chat.",
     )
     p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
     p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
-    p.add_argument("--seed", type=int, default=0, help="picks the example goal shown (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="picks your goal among the test goals (default 0)"
+    )
+    common.add_trust_argument(p, TRUST)
+    add_serve_parser(dialogue)
+
+
+def add_serve_parser(dialogue) -> None:
+    p = dialogue.add_parser(
+        "serve",
+        help="a web page to talk to an agent, with its state and Q-values",
+        description="Serve a chat page: the conversation, what the agent knows, and for a "
+        "DQN run the Q-value of every action at every turn (the chosen one marked, masked "
+        "ones greyed). Only this computer may connect unless --host says otherwise.",
+    )
+    p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
+    p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
+    p.add_argument(
+        "--port", type=int, default=8765, help="TCP port (default 8765; 0: any free one)"
+    )
+    p.add_argument(
+        "--host",
+        help="address to listen on (default 127.0.0.1, this computer only); any other lets "
+        "other machines connect",
+    )
+    p.add_argument(
+        "--seed", type=int, help="goal of the first conversation (default: 0, then 1, 2, ...)"
+    )
     common.add_trust_argument(p, TRUST)
 
 
@@ -369,17 +398,19 @@ def _pairs(values: dict) -> str:
 
 
 def _chat_setup(config, seed: int, hint: str):
-    """``(domain, tracker, example goal)`` of a chat, after its introduction is printed."""
-    from dqnlm.dialogue import StateTracker, build_world, load_domain
+    """``(domain, world, example goal)`` of a chat, after its introduction is printed."""
+    from dqnlm.dialogue import build_world, load_domain
 
     domain = load_domain(config.domain)
     world = build_world(domain)
-    tracker = StateTracker(domain, world.kb, config.max_turns)
-    example = world.goals("test")[seed % len(world.goals("test"))]
+    goal = world.goals("test")[seed % len(world.goals("test"))]
     print(f"You are the user of a {domain.name} booking agent. {hint}")
-    print(f"For example, a goal of yours could be: {_pairs(example.constraints)}.")
-    print("Ctrl-D ends the chat.\n")
-    return domain, tracker, example
+    return domain, world, goal
+
+
+CHAT_HELP = "/goal shows your goal, /state what the agent knows; Ctrl-D (end of input) ends."
+MARKS = {"stated": "[x]", "told": "[x]", "wrong": "[!]", "todo": "[ ]"}
+"""How the terminal marks goal items: the agent has it, has it wrong, not yet."""
 
 
 def _typed() -> str | None:
@@ -395,38 +426,56 @@ def _typed() -> str | None:
         return ""
 
 
+def _goal_line(session) -> str:
+    return "  ".join(f"{MARKS[i['status']]} {i['item']}" for i in session.goal_status())
+
+
+def _state_line(session) -> str:
+    state = session.state_summary()
+    known = ", ".join(f"{k} {v}" for k, v in state["known"].items()) or "nothing yet"
+    booking = f", booked {state['booking']}" if state["booking"] else ""
+    return f"  the agent knows: {known}; {state['matches']} of {state['records']} records match{booking}"
+
+
 def cmd_chat(args) -> int:
-    from dqnlm.dialogue import NLG, NLU, Act
+    from dqnlm.dialogue.chat import ChatSession
 
     common.check_seed_flag(args.seed)
     lm = _lm_agent(args)
     if lm is not None:
         return _chat_lm(args, *lm)
     config, agent, _ = _load_agent(args)
-    domain, tracker, example = _chat_setup(config, args.seed, "Type what you want in plain words.")
-    nlu, nlg = NLU(domain), NLG(domain)
-    opening = Act("inform", dict(list(example.constraints.items())[:2]))  # a way to start
-    started, variant = False, 0
+    domain, world, goal = _chat_setup(config, args.seed, "Type what you want in plain words.")
+    session = ChatSession(domain, world, agent, config.max_turns, goal)
+    print(f"Your goal (--seed picks another): {_goal_line(session)}")
+    print(f"For example: {session.opening_hint()}")
+    print(CHAT_HELP + "\n")
     while True:
         text = _typed()
         if text is None:
             return 0
-        act = nlu.parse(text)
-        if act.intent == "unknown" and not act.inform and not act.request:
+        if text.strip().lower() in ("/goal", "/state", "/help"):
+            command = text.strip().lower()
             print(
-                "agent: Sorry, I did not understand that. You can tell me what you want, "
-                f"for example: {nlg.user(opening, variant)}"
+                f"  goal: {_goal_line(session)}"
+                if command == "/goal"
+                else _state_line(session)
+                if command == "/state"
+                else f"  {CHAT_HELP}"
             )
             continue
-        if started:
-            tracker.observe_user(act)
-        else:
-            tracker.reset(act)
-            agent.reset()
-            started = True
-        action = tracker.act(agent.act(tracker.state(), tracker))
-        variant += 1
-        if _agent_said(tracker, action, nlg.agent(action, variant), config.max_turns):
+        reply = session.say(text)
+        if reply.note:
+            print(f"  ({reply.note})")
+        if reply.understood:
+            print(f"  understood: {reply.understood}")
+        for change in reply.changed:
+            print(f"  changed: {change}")
+        print(f"agent: {reply.agent}")
+        if reply.action is not None:
+            print(f"  goal: {_goal_line(session)}")
+        if reply.done:
+            print(f"({reply.ending})")
             return 0
 
 
@@ -446,13 +495,17 @@ def _agent_said(tracker, act, text: str, max_turns: int) -> bool:
 def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
     """You are the user; the LM writes each agent turn, the agent NLU reads it, the
     tracker fills its values from the knowledge base."""
-    from dqnlm.dialogue import NLG, NLU, Act
+    from dqnlm.dialogue import NLG, NLU, Act, StateTracker
     from dqnlm.dialogue.agent_nlu import AgentNLU
+    from dqnlm.dialogue.chat import describe
+    from dqnlm.dialogue.nlu import MAX_CHARS
     from dqnlm.dialogue.text_env import observation_text
     from dqnlm.lmdialogue import rollout
     from dqnlm.lmdialogue.speaker import encode_segment
 
-    domain, tracker, _ = _chat_setup(config, args.seed, "A language model speaks for it.")
+    domain, world, _ = _chat_setup(config, args.seed, "A language model speaks for it.")
+    print("Ctrl-D ends the chat.\n")
+    tracker = StateTracker(domain, world.kb, config.max_turns)
     nlu, nlg, agent_nlu = NLU(domain), NLG(domain), AgentNLU(domain)
     ids: list[int] = []
     started = False
@@ -460,8 +513,10 @@ def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
         text = _typed()
         if text is None:
             return 0
-        text = text[:2000]  # what the NLU reads of a line
-        act = nlu.parse(text)
+        text = text[:MAX_CHARS]  # what the NLU reads of a line
+        asked = tracker.agent_act.request if started and tracker.agent_act else ()
+        act = nlu.parse(text, asked=asked[0] if asked else None)
+        print(f"  understood: {describe(domain, act)}")
         if started:
             tracker.observe_user(act)
         else:
@@ -481,7 +536,53 @@ def _chat_lm(args, config, run_config, model, tokenizer, seed) -> int:
             return 0
 
 
-DIALOGUE_COMMANDS = {"train": cmd_train, "eval": cmd_eval, "show": cmd_show, "chat": cmd_chat}
+def cmd_serve(args) -> int:
+    from dqnlm.dialogue import RuleAgent, build_world, load_domain
+    from dqnlm.dialogue.chat import ChatSession
+    from dqnlm.dialogue.webchat import ChatServer
+
+    common.check_seed_flag(args.seed)
+    if not 0 <= args.port <= 65535:
+        raise DQNLMError(f"--port must be in 0..65535, got {args.port}")
+    if args.agent != RULE and (Path(args.agent) / "policy").is_dir():
+        raise DQNLMError(
+            f"{args.agent} is an LM dialogue run; serve shows Q-values of act-level (DQN) "
+            "runs and the rule agent; talk to an LM run with `dqnlm dialogue chat`"
+        )
+    config, agent, _ = _load_agent(args)
+    domain = load_domain(config.domain)
+    world = build_world(domain)
+    goals = world.goals("test")
+
+    def new_session(seed: int) -> ChatSession:
+        fresh = RuleAgent(domain) if isinstance(agent, RuleAgent) else agent  # rules keep state
+        return ChatSession(domain, world, fresh, config.max_turns, goals[seed % len(goals)])
+
+    host = args.host or "127.0.0.1"
+    title = "rule agent" if args.agent == RULE else f"DQN policy {Path(args.agent).name}"
+    try:
+        server = ChatServer((host, args.port), new_session, title, allow_remote=bool(args.host))
+    except OSError as e:
+        raise DQNLMError(f"cannot listen on {host}:{args.port}: {e.strerror or e}") from None
+    if args.seed is not None:
+        server.started = args.seed
+    print(f"Talk to the {title} ({domain.name}) at {server.url}  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\n(stopped)")
+    finally:
+        server.server_close()
+    return 0
+
+
+DIALOGUE_COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "show": cmd_show,
+    "chat": cmd_chat,
+    "serve": cmd_serve,
+}
 
 
 def cmd_dialogue(args) -> int:

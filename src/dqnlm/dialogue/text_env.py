@@ -25,6 +25,7 @@ end-of-text token or a length limit.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -61,10 +62,12 @@ def match_bucket(matches: int) -> str:
 
 def clean_text(text: str | bytes) -> str:
     """Valid UTF-8 text on one line: undecodable bytes and lone surrogates (what a
-    terminal hands over for invalid input) become U+FFFD, whitespace runs one space."""
+    terminal hands over for invalid input) become U+FFFD, control characters and
+    whitespace runs one space."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     text = str(text).encode("utf-8", errors="replace").decode("utf-8")
+    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
     return " ".join(text.split())
 
 
