@@ -120,6 +120,23 @@ def add_dialogue_parser(sub) -> None:
     common.add_trust_argument(p, TRUST)
     add_serve_parser(dialogue)
 
+    p = dialogue.add_parser(
+        "nlu",
+        help="what the user NLU reads in text, or its scores on labelled utterances",
+        description="Parse TEXT into a dialogue act, or score the NLU on JSONL files of "
+        "hand-labelled utterances (format: docs/nlu-annotation.md): slot-value and request "
+        "precision, recall and F1, per slot, and intent accuracy.",
+    )
+    p.add_argument("text", nargs="*", help="utterances to parse")
+    p.add_argument(
+        "--domain",
+        help="movie (default), restaurant or a schema file; for --eval it replaces each "
+        "line's own (bundled) domain",
+    )
+    p.add_argument("--eval", nargs="+", metavar="FILE", help="labelled JSONL files to score")
+    p.add_argument("--errors", action="store_true", help="--eval: list every wrong parse")
+    p.add_argument("--json", action="store_true", help="--eval: print one JSON object")
+
 
 def add_serve_parser(dialogue) -> None:
     p = dialogue.add_parser(
@@ -576,12 +593,75 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_nlu(args) -> int:
+    from dqnlm.dialogue import NLU, load_domain
+    from dqnlm.dialogue.chat import describe
+    from dqnlm.dialogue.schema import bundled_domains
+
+    if bool(args.text) == bool(args.eval):
+        raise DQNLMError("give utterances to parse, or --eval FILE, not both")
+    if args.text:
+        domain = load_domain(args.domain or "movie")
+        nlu = NLU(domain)
+        for text in args.text:
+            act = nlu.parse(text)
+            print(f"{text}\n  act: {act}\n  understood: {describe(domain, act)}")
+        return 0
+    from dqnlm.dialogue.nlu_eval import check_labels, read_labelled, score
+
+    results = {}
+    for path in args.eval:
+        rows = read_labelled(path)
+        names = {r.domain for r in rows}
+        if args.domain is None and (len(names) > 1 or not names <= set(bundled_domains())):
+            raise DQNLMError(
+                f"{path}: its lines name domain(s) {sorted(names)}; a file holds one bundled "
+                f"domain ({', '.join(bundled_domains())}), or give --domain"
+            )
+        domain = load_domain(args.domain or names.pop())
+        check_labels(rows, domain, path)
+        nlu = NLU(domain)
+        parsed = [(r, nlu.parse(r.text)) for r in rows]
+        results[path] = {"domain": domain.name, **score([(r.gold, got) for r, got in parsed])}
+        if args.errors and not args.json:
+            for r, got in parsed:
+                if got != r.gold and not (got.intent == r.gold.intent and _same(got, r.gold)):
+                    print(f"{path}: {r.text!r}\n    gold {r.gold}\n    got  {got}")
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for path, result in results.items():
+        _print_scores(path, result)
+    return 0
+
+
+def _same(a, b) -> bool:
+    return a.inform == b.inform and set(a.request) == set(b.request)
+
+
+def _print_scores(path: str, r: dict) -> None:
+    slots, requests = r["slots"], r["requests"]
+    print(
+        f"{path} ({r['domain']}, {r['utterances']} utterances): slot F1 {slots['f1']:.3f} "
+        f"(P {slots['precision']:.3f}, R {slots['recall']:.3f}), request F1 "
+        f"{requests['f1']:.3f}, intent accuracy {r['intent_accuracy']:.3f}, "
+        f"whole acts {r['act_accuracy']:.3f}"
+    )
+    print(f"  {'slot':<22}{'precision':>10}{'recall':>9}{'F1':>8}{'gold':>7}")
+    for slot, m in r["per_slot"].items():
+        print(
+            f"  {slot:<22}{m['precision']:>10.3f}{m['recall']:>9.3f}{m['f1']:>8.3f}"
+            f"{m['support']:>7}"
+        )
+
+
 DIALOGUE_COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "show": cmd_show,
     "chat": cmd_chat,
     "serve": cmd_serve,
+    "nlu": cmd_nlu,
 }
 
 

@@ -14,13 +14,25 @@ import unicodedata
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'", "“": '"', "”": '"'})
 
 
+SPELLINGS = {
+    "theatre": "theater", "theatres": "theaters", "centre": "center", "colour": "color",
+    "neighbourhood": "neighborhood", "sq": "square", "mr": "mister", "w/": "with",
+    "u": "you", "ur": "your", "pls": "please", "plz": "please", "ppl": "people",
+    "thru": "through", "nite": "night", "tonite": "tonight", "2nite": "tonight",
+}  # fmt: skip
+"""British spellings and chat shorthand, read as one form (applied to the vocabulary too)."""
+_SPELLING = re.compile(r"(?<!\S)(?:" + "|".join(map(re.escape, SPELLINGS)) + r")(?=[\s.,!?;]|$)")
+
+
 def normalize(text: str) -> str:
     """Lower case, compatibility-normalised Unicode without control characters or
-    apostrophes ("what's" -> "whats"), "&" read as "and", single spaces."""
+    apostrophes ("what's" -> "whats"), "&" read as "and", one spelling of a word
+    (:data:`SPELLINGS`), single spaces."""
     text = unicodedata.normalize("NFKC", str(text)).translate(_QUOTES).lower()
     text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
     text = text.replace("'", "").replace("&", " and ")
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return _SPELLING.sub(lambda m: SPELLINGS[m.group()], text)
 
 
 # ---------------------------------------------------------------------------- numbers
@@ -235,7 +247,7 @@ BOOKING = re.compile(
     r"\b(?:book|reserve|reserving|purchase|buy|grab|snag|secure)\b"
     r"|\b(?:get|make|want|like|need|place|request|do|have|hold)\b[^.?!,;]{0,20}?"
     r"\b(?:reservation|booking|tickets? for (?:me|us)|a table|the table|seats? for (?:me|us))\b"
-    r"|\b(?:can|could|may) (?:i|we|you) (?:get|have) (?:me |us )?(?:\w+ )?(?:tickets?|seats?|a table)\b"
+    r"|\b(?:can|could|may) (?:i|we|you) (?:get|have) (?:me |us )?(?:\w+ )?(?:tickets?|tix|seats?|a table)\b"
     r"|\bget (?:me|us) (?:\w+ )?(?:tickets?|tix|seats?|a table|in)\b"
     r"|\b(?:go ahead|sign me up|lock it in|ill take (?:it|them|those|that one)|confirm the booking)\b"
 )
@@ -246,6 +258,8 @@ INDIFFERENT = re.compile(
     r"not bothered|whatever|whichever|wherever|whenever|flexible|up to you|your choice|"
     r"you choose|you pick|you decide|no matter|open to anything|not important|irrelevant|"
     r"indifferent|surprise me|any works|either is fine|either way|anything (?:is|will|works)|"
+    r"dont matter|do not matter|isnt a big deal|not a big deal|no big deal|isnt important|"
+    r"not fussy|not a concern|not an issue|no concern|doesnt bother me|"
     r"all the same|no strong|not too fussed|not fussed|any (?:is|will do)|im easy|either)\b"
 )
 """Indifference; "any <slot>" outside a question counts too (see the NLU)."""
@@ -278,6 +292,22 @@ SELF_CORRECTION = re.compile(
 )
 """After these, a slot's later value replaces its earlier one ("june okafor... no wait,
 wes kimura")."""
+LABEL_CUES = {
+    "price": ("how much", "cost", "costs", "prices"),
+    "cost": ("how much", "price"),
+    "time": ("when", "what time", "time"),
+    "date": ("what day", "which day", "day"),
+    "day": ("what day", "which day", "when"),
+    "address": ("where", "located", "location"),
+    "location": ("where", "located"),
+    "phone": ("call", "number", "phone"),
+    "rating": ("rated", "reviews", "stars"),
+    "name": ("called", "name"),
+    "duration": ("how long",),
+    "distance": ("how far",),
+}
+"""Words that name a slot in any domain, by a word of its label ("appointment time" is
+asked with "when"); a schema's own ``aliases`` come first."""
 CLAUSE_BREAK = re.compile(r"[.!?;,]+|\s(?:but|and|also|plus|though|although|then)\s")
 """Where one clause ends: punctuation or a conjunction."""
 STOPWORDS = frozenset(

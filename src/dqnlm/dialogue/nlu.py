@@ -122,6 +122,7 @@ class _Reading:
     requests: dict[str, int]
     acts: list[tuple[int, str]]
     later: list[tuple[int, str, str]] = field(default_factory=list)  # further mentions
+    refused: list[tuple[int, str, str]] = field(default_factory=list)  # "not X"
 
     def rest(self) -> str:
         """The text with claimed characters masked."""
@@ -138,6 +139,9 @@ class _Reading:
         self.covered[start:end] = b"\x01" * (end - start)
 
     def set(self, slot: str, position: int, value: str) -> None:
+        if _NEGATED.search(self.text, max(0, position - 20), position):
+            self.refused.append((position, slot, value))  # "not the majestic"
+            return
         if slot in self.inform:
             self.later.append((position, slot, value))
         else:
@@ -192,6 +196,10 @@ class NLU:
         for s in domain.slots:
             for name in (s.label, s.name, *s.aliases):
                 names.setdefault(normalize(name), s.name)
+        for s in domain.slots:  # general English, after every schema's own names
+            for word in normalize(s.label).split():
+                for cue in language.LABEL_CUES.get(word, ()):
+                    names.setdefault(cue, s.name)
         self._slot_of_name = names
         self._names = re.compile(rf"(?<!\w)(?:{_alternation(names)})(?=s?(?!\w))")
         self._any_name = re.compile(
@@ -212,7 +220,7 @@ class NLU:
             for f in forms
             if len(f) == 1 or (len(f) == 2 and f in _ENGLISH) or _NUMERIC.fullmatch(f)
         }  # "r", "7", "seven": values only beside a name of their slot
-        self._vocabulary = re.compile(rf"(?<!\w)(?:{_alternation(forms)})(?!\w)")
+        self._vocabulary = re.compile(rf"(?<![\w:$.])(?:{_alternation(forms)})(?![\w:])")
 
         # typos: content words of the vocabulary; words people use anyway are never "typos"
         self._form_words = {
@@ -229,6 +237,13 @@ class NLU:
         ordinary.update(w for name in names for w in name.split())
         self._ordinary = ordinary - set(self._forms_with)
         self._close: dict[str, list[str]] = {}
+        self._shared_words: dict[str, set[str]] = {}  # slot -> words of 2+ of its values
+        for s in informable:
+            counts: dict[str, int] = {}
+            for value in s.values:
+                for word in set(normalize(value).split()):
+                    counts[word] = counts.get(word, 0) + 1
+            self._shared_words[s.name] = {w for w, n in counts.items() if n >= 2}
         self._acts = [
             (act, re.compile(cue)) for act, cue in language.ACT_CUES.items() if act in domain.acts
         ]
@@ -260,8 +275,8 @@ class NLU:
         r = _Reading(text, bytearray(len(text)), {}, {}, [])
         self._read_templates(r)
         spoken = r.rest()  # what no template covers, values included
+        self._read_vocabulary(r)  # before times: "midnight at marrow lane" is a film
         self._read_times(r)
-        self._read_vocabulary(r)
         self._read_days(r)
         self._read_counts(r, asked)
         self._read_typos(r)
@@ -379,10 +394,18 @@ class NLU:
         found = []
         for form in candidates:
             words = self._form_words[form]
-            run, start, end = _longest_run(r.text, tokens, words)
+            run, start, end, matched = _longest_run(r.text, tokens, words)
             whole = run == len(words)
-            distinctive = any(len(w) >= 5 and w not in self._ordinary for w in words)
-            if whole or (run >= 2 and run * 3 >= len(words) * 2 and distinctive):
+            distinctive = any(len(w) >= 5 and w not in self._ordinary for w in matched)
+            if (
+                whole
+                or (run >= 2 and run * 3 >= len(words) * 2 and distinctive)
+                or (
+                    run == 1
+                    and r.text[start:end] == matched[0]
+                    and self._names_value(matched[0], words)
+                )
+            ):
                 found.append((-run / len(words), -run, start, end, form))
         for _, _, start, end, form in sorted(found):
             if any(r.covered[start:end]):
@@ -392,6 +415,16 @@ class NLU:
             if slot is not None:
                 r.claim(start, end)
                 r.set(slot, start, value)
+
+    def _names_value(self, word: str, words: list[str]) -> bool:
+        """Whether one word alone names a value: "westfield" for "westfield cinema" (a rare
+        word of one value only, the rest words many values of the slot share)."""
+        values = {owner for f in self._forms_with[word] for owner in self._form_owner[f]}
+        if len(values) != 1 or len(word) < 5 or word in self._ordinary:
+            return False
+        slot = next(iter(values))[0]
+        shared = self._shared_words.get(slot, set())
+        return all(w == word or w in shared or w in self._ordinary for w in words)
 
     def _meanings(self, token: str) -> set[str]:
         """Vocabulary words a typed word may be: itself, or close misspellings."""
@@ -451,17 +484,31 @@ class NLU:
             ):
                 r.requests.setdefault(ticket, start + booking.start())
             if question:
-                asked_here = [(p, s) for p, s, i in named if self.domain.slot(s).requestable]
-                if len(asked_here) > 1:  # "... for that theater": a reference, not a question
+                asked_here = [
+                    (p, s, i, masked[i:].split(" ")[0])
+                    for p, s, i in named
+                    if self.domain.slot(s).requestable
+                ]
+                if len(asked_here) > 1:  # "which chain runs that theater": a reference
+                    asked_here = [a for a in asked_here if a[3] not in _WEAK_NAMES] or asked_here
                     asked_here = [
-                        (p, s)
-                        for (p, s), (_, _, i) in zip(asked_here, named)
-                        if not _REFERENCE.search(masked[:i])
+                        a for a in asked_here if not _REFERENCE.search(masked[: a[2]])
                     ] or asked_here
+                asked_here = [(p, s) for p, s, _, _ in asked_here]
+                for slot in list(valued):
+                    position = r.inform[slot][0]
+                    alternatives = [m for m in r.later if m[1] == slot and start <= m[0] < end]
+                    if r.text[max(0, position - 4) : position] == "how " or (
+                        alternatives and " or " in clause
+                    ):  # "how pricey?", "3d or regular?": asks about the slot
+                        del r.inform[slot]
+                        r.later = [m for m in r.later if m not in alternatives]
+                        asked_here.append((position, slot))
+                        valued.discard(slot)
                 for position, slot in asked_here:
                     r.requests.setdefault(slot, position)
                 if _YES_NO.match(clause):  # "is it pricey?": asks about a property
-                    for slot in valued:
+                    for slot in list(valued):
                         if self.domain.slot(slot).determined_by:
                             position, _ = r.inform.pop(slot)
                             r.requests.setdefault(slot, position)
@@ -495,11 +542,11 @@ class NLU:
         return Act(intent, slots, asked)
 
 
-def _longest_run(text: str, tokens, words: list[str]) -> tuple[int, int, int]:
-    """(length, start, end) of the longest run of consecutive typed tokens that read as
+def _longest_run(text: str, tokens, words: list[str]) -> tuple[int, int, int, list[str]]:
+    """(length, start, end, words matched) of the longest run of consecutive typed tokens that read as
     consecutive words of a name; tokens may be apart by a space, a hyphen or up to two
     short words ("glass orchestra mars" reads "the glass orchestra of mars")."""
-    best = (0, 0, 0)
+    best = (0, 0, 0, [])
     for i in range(len(tokens)):
         for k in range(len(words)):
             run, j = 0, i
@@ -511,7 +558,7 @@ def _longest_run(text: str, tokens, words: list[str]) -> tuple[int, int, int]:
             ):
                 run, j = run + 1, j + 1
             if run > best[0]:
-                best = (run, tokens[i][0], tokens[j - 1][1])
+                best = (run, tokens[i][0], tokens[j - 1][1], words[k : k + run])
     return best
 
 
@@ -531,6 +578,11 @@ def _strings(tree) -> list[str]:
 
 
 _TIME_PATTERNS = [re.compile(p) for p in language.TIME_PATTERNS]
+_NEGATED = re.compile(
+    r"\b(?:not|no|never|anything but|except|dont want|do not want|rather not)\s+$"
+)
+_WEAK_NAMES = frozenset({"where", "when"})
+"""Question words that name a slot only when the question names no other."""
 _STATEMENT = re.compile(r"(?:i|we|my|our|im|ive|id|were|its|there|this|that|please|pls)\b")
 _WH = re.compile(r"(?:\W*(?:and|so|oh|also|ok|okay|um)\W+)*(?:what|whats|which|when|where|who)\b")
 _YES_NO = re.compile(
@@ -538,6 +590,7 @@ _YES_NO = re.compile(
     r"the film|the show|there)\b"
 )
 _REFERENCE = re.compile(
-    r"\b(?:for|of|at|about|from|near|in|on) (?:that|the|this|your|their|its)? ?$"
+    r"\b(?:(?:for|of|at|about|from|near|in|on) (?:that|the|this|your|their|its)?|that|this|"
+    r"the same) ?$"
 )
 _COUNT_PATTERNS = [(re.compile(p), n) for p, n in language.COUNT_PATTERNS]
