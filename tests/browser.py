@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -27,14 +28,21 @@ def find_browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
+def _high(fd: int) -> int:
+    """The fd moved to 10 or above, so the shell's 3<& and 4>& cannot overwrite it."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
 class Browser:
     def __init__(self, executable: str | None = None, width: int = 1400, height: int = 860):
         executable = executable or find_browser()
         if executable is None:
             raise RuntimeError("no Chromium found (apt-get install chromium)")
         self._profile = tempfile.mkdtemp(prefix="dqnlm-chromium-")
-        commands_r, self._commands = os.pipe()  # we write; the browser reads its fd 3
-        self._results, results_w = os.pipe()  # the browser writes its fd 4; we read
+        commands_r, self._commands = map(_high, os.pipe())  # we write; the browser reads fd 3
+        self._results, results_w = map(_high, os.pipe())  # the browser writes fd 4; we read
         flags = [
             "--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
             "--no-first-run", "--no-default-browser-check", "--disable-extensions",
@@ -44,7 +52,7 @@ class Browser:
         # the protocol pipes must be the browser's fds 3 and 4: a shell moves them there
         script = f'exec "$0" "$@" 3<&{commands_r} 4>&{results_w}'
         self._process = subprocess.Popen(
-            ["/bin/sh", "-c", script, executable, *flags],
+            ["/bin/bash", "-c", script, executable, *flags],  # dash refuses fds above 9
             pass_fds=(commands_r, results_w),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

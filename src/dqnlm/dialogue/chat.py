@@ -120,7 +120,7 @@ class ChatSession:
             elif _foreign(text):
                 hint = "I only understand English, I am afraid."
             else:
-                hint = "You can tell me what you want,"
+                hint = "Tell me what you want in your own words."
             return Reply(f"{REPROMPT} {hint} For example: {self.opening_hint()}", note=note or "")
         if act.intent == "deny" and act.inform and not (self.started and self.tracker.booking):
             # a correction before any booking was proposed: new values, not a rejected booking
