@@ -19,8 +19,11 @@ SPELLINGS = {
     "neighbourhood": "neighborhood", "sq": "square", "mr": "mister", "w/": "with",
     "u": "you", "ur": "your", "pls": "please", "plz": "please", "ppl": "people",
     "thru": "through", "nite": "night", "tonite": "tonight", "2nite": "tonight",
+    "n": "and", "idc": "i dont care", "dunno": "dont know", "mi": "miles", "hrs": "hours",
+    "abt": "about", "b4": "before", "pics": "pictures", "ok?": "ok",
 }  # fmt: skip
 """British spellings and chat shorthand, read as one form (applied to the vocabulary too)."""
+_STRETCHED = re.compile(r"([a-z])\1{2,}")
 _SPELLING = re.compile(r"(?<!\S)(?:" + "|".join(map(re.escape, SPELLINGS)) + r")(?=[\s.,!?;]|$)")
 
 
@@ -31,14 +34,16 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", str(text)).translate(_QUOTES).lower()
     text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
     text = text.replace("'", "").replace("&", " and ")
-    text = " ".join(text.split())
+    text = _STRETCHED.sub(r"\1", " ".join(text.split()))  # "hiii" -> "hi"
     return _SPELLING.sub(lambda m: SPELLINGS[m.group()], text)
 
 
 # ---------------------------------------------------------------------------- numbers
 NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "a dozen": 12, "a couple of": 2,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
+    "a dozen": 12, "a couple of": 2,
 }  # fmt: skip
 NUMBER = r"(?:\d{1,2}|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + ")"
 """A small whole number, in digits or words."""
@@ -51,7 +56,7 @@ def number(text: str) -> int:
 
 def number_forms(value: str) -> list[str]:
     """Other ways to write a value holding a number: "4.0 stars" -> "4 stars", "four
-    stars", "4 star", "4-star"..."""
+    stars", "4 star", "4-star", "4.0"...; "under 20 miles" -> "under twenty miles"."""
     words = {n: w for w, n in NUMBER_WORDS.items() if " " not in w}
     forms = {value}
     m = re.fullmatch(r"(\$?)(\d+)(?:\.0)?(\s*\w*)", value)
@@ -68,12 +73,15 @@ def number_forms(value: str) -> list[str]:
                 forms |= {f"{n} {unit}", f"{n} {singular}", f"{n}-{singular}", f"{n}{singular}"}
             else:
                 forms.add(n)
-    m = re.fullmatch(r"(\d+\.5)\s*(\w*)", value)
+    m = re.fullmatch(r"(\d+\.\d)\s*(\w*)", value)
     if m and m.group(2):
-        forms |= {
-            f"{m.group(1)} {m.group(2).rstrip('s')}",
-            f"{m.group(1)}-{m.group(2).rstrip('s')}",
-        }
+        unit = m.group(2).rstrip("s")
+        forms |= {m.group(1), f"{m.group(1)} {unit}", f"{m.group(1)}-{unit}"}
+    for form in list(forms):  # whole numbers inside: "under 20 miles" -> "under twenty miles"
+        spelled = re.sub(
+            r"\b(\d{1,2})\b(?!\.)", lambda d: words.get(int(d.group()), d.group()), form
+        )
+        forms.add(spelled)
     return sorted(forms - {value}) + [value]
 
 
@@ -99,6 +107,10 @@ COUNT_PATTERNS: list[tuple[str, int | None]] = [
         None,
     ),
     (rf"\bme (?:and|plus|\+) (?:my )?(?P<n>{NUMBER}) ", 1),  # "me and 3 friends": 1 + n
+    (
+        rf"\b(?:book|reserve|get) (?:me |us )?(?P<n>{NUMBER})\b(?! ?(?:am|pm|oclock|o clock|:|\.\d))",
+        None,
+    ),
     (
         r"\b(?:just me|only me|just myself|by myself|on my own|solo|alone|"
         r"a single (?:ticket|seat|person)|one person|table for one|for one)\b",
@@ -240,7 +252,8 @@ QUESTION_START = re.compile(
     r"was|does|doesnt|do|did|can|could|will|would|should|may|any idea|tell me|let me know|"
     r"id like to know|i would like to know|i wonder|wondering|do you know|need to know|"
     r"want to know|wanna know|give me|send me|show me|i need (?:the|their|its|to know)|"
-    r"need (?:the|their)|whatre|whatll)\b"
+    r"need (?:the|their)|whatre|whatll|(?:kindly |please )?(?:advise|check|find out|confirm)|"
+    r"i was wondering|any chance)\b"
 )
 """A clause that starts like a question or an ask for information."""
 BOOKING = re.compile(
@@ -308,7 +321,9 @@ LABEL_CUES = {
 }
 """Words that name a slot in any domain, by a word of its label ("appointment time" is
 asked with "when"); a schema's own ``aliases`` come first."""
-CLAUSE_BREAK = re.compile(r"[.!?;,]+|\s(?:but|and|also|plus|though|although|then)\s")
+CLAUSE_BREAK = re.compile(
+    r"(?:[.!?;,:](?!\d))+|\s[-–—]+\s|\s(?:but|and|also|plus|though|although|then)\s"
+)
 """Where one clause ends: punctuation or a conjunction."""
 STOPWORDS = frozenset(
     [

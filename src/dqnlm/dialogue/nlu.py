@@ -200,8 +200,11 @@ class NLU:
             for word in normalize(s.label).split():
                 for cue in language.LABEL_CUES.get(word, ()):
                     names.setdefault(cue, s.name)
+        for name, slot in list(names.items()):  # plurals: "cities", "times", "reviews"
+            plural = name[:-1] + "ies" if re.search(r"[^aeiou]y$", name) else name + "s"
+            names.setdefault(plural, slot)
         self._slot_of_name = names
-        self._names = re.compile(rf"(?<!\w)(?:{_alternation(names)})(?=s?(?!\w))")
+        self._names = re.compile(rf"(?<!\w)(?:{_alternation(names)})(?!\w)")
         self._any_name = re.compile(
             rf"\bany(?:thing| other| particular| old)? (?:{_alternation(names)})(?!\w)"
         )
@@ -276,13 +279,16 @@ class NLU:
         self._read_templates(r)
         spoken = r.rest()  # what no template covers, values included
         self._read_vocabulary(r)  # before times: "midnight at marrow lane" is a film
+        self._read_typos(r)
         self._read_times(r)
         self._read_days(r)
         self._read_counts(r, asked)
-        self._read_typos(r)
         self._read_clauses(r, spoken, asked)
         rest = r.rest()
         r.acts += [(m.start(), act) for act, cue in self._acts for m in cue.finditer(rest)]
+        for position, _, _ in r.refused:  # "not the majestic, the rialto": a correction
+            if "deny" in self.domain.acts and _CLAUSE_NOT.search(text, 0, position):
+                r.acts.append((position, "deny"))
         if "deny" in self.domain.acts and not {"closing", "thanks"} & {a for _, a in r.acts}:
             r.acts += [(m.start(), "deny") for m in language.BARE_NO.finditer(rest)]
         r.corrected()
@@ -420,7 +426,7 @@ class NLU:
         """Whether one word alone names a value: "westfield" for "westfield cinema" (a rare
         word of one value only, the rest words many values of the slot share)."""
         values = {owner for f in self._forms_with[word] for owner in self._form_owner[f]}
-        if len(values) != 1 or len(word) < 5 or word in self._ordinary:
+        if len(values) != 1 or len(word) < 5 or word in self._ordinary or _NUMERIC.fullmatch(word):
             return False
         slot = next(iter(values))[0]
         shared = self._shared_words.get(slot, set())
@@ -430,7 +436,7 @@ class NLU:
         """Vocabulary words a typed word may be: itself, or close misspellings."""
         if token in self._forms_with:
             return {token} if len(token) >= 3 else set()
-        if len(token) < 4 or token in self._ordinary or not token.isalpha():
+        if len(token) < 5 or token in self._ordinary or not token.isalpha():
             return set()
         if token not in self._close:
             self._close[token] = difflib.get_close_matches(
@@ -459,7 +465,7 @@ class NLU:
             clause, masked = r.text[start:end].strip(), rest[start:end]
             if not clause:
                 continue
-            joined = r.text[max(0, start - 6) : start]
+            joined = r.text[max(0, start - 6) : start]  # what joins it to the clause before
             indifferent = language.INDIFFERENT.search(masked) or (
                 self._any_name.search(masked) if not language.QUESTION_START.match(clause) else None
             )
@@ -467,7 +473,7 @@ class NLU:
                 bool(language.QUESTION_START.match(clause))
                 or r.text[end : end + 2].lstrip(" .!,;").startswith("?")
                 or r.text[end : end + 1] == "?"
-                or (was_question and not _STATEMENT.match(clause) and "." not in joined)
+                or (was_question and not _STATEMENT.match(clause) and _AND.search(joined))
             )
             was_question = question
             valued = {s for s, (pos, _) in r.inform.items() if start <= pos < end}
@@ -498,9 +504,16 @@ class NLU:
                 for slot in list(valued):
                     position = r.inform[slot][0]
                     alternatives = [m for m in r.later if m[1] == slot and start <= m[0] < end]
+                    value_end = position + len(r.inform[slot][1])
+                    property_asked = self.domain.slot(slot).determined_by and _YES_NO.match(clause)
                     if r.text[max(0, position - 4) : position] == "how " or (
-                        alternatives and " or " in clause
-                    ):  # "how pricey?", "3d or regular?": asks about the slot
+                        " or " in clause
+                        and (
+                            alternatives
+                            or property_asked
+                            or " or " in r.text[max(0, position - 4) : value_end + 4]
+                        )
+                    ):  # "how pricey?", "3d or regular?", "inside or out?": asks about it
                         del r.inform[slot]
                         r.later = [m for m in r.later if m not in alternatives]
                         asked_here.append((position, slot))
@@ -581,16 +594,15 @@ _TIME_PATTERNS = [re.compile(p) for p in language.TIME_PATTERNS]
 _NEGATED = re.compile(
     r"\b(?:not|no|never|anything but|except|dont want|do not want|rather not)\s+$"
 )
+_CLAUSE_NOT = re.compile(r"^(?:no,? )?not (?:the |a |an )?$")
 _WEAK_NAMES = frozenset({"where", "when"})
 """Question words that name a slot only when the question names no other."""
 _STATEMENT = re.compile(r"(?:i|we|my|our|im|ive|id|were|its|there|this|that|please|pls)\b")
 _WH = re.compile(r"(?:\W*(?:and|so|oh|also|ok|okay|um)\W+)*(?:what|whats|which|when|where|who)\b")
-_YES_NO = re.compile(
-    r"(?:is|are|does|do|will|would) (?:it|that|this|they|the place|the restaurant|the movie|"
-    r"the film|the show|there)\b"
-)
+_YES_NO = re.compile(r"(?:is|are|does|do|did|will|would|has|have)\b")
+_AND = re.compile(r"\band\b|&")
 _REFERENCE = re.compile(
     r"\b(?:(?:for|of|at|about|from|near|in|on) (?:that|the|this|your|their|its)?|that|this|"
-    r"the same) ?$"
+    r"the same|(?:is|are|does|do|was) (?:the|that|this|it)) ?$"
 )
 _COUNT_PATTERNS = [(re.compile(p), n) for p, n in language.COUNT_PATTERNS]
