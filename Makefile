@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # could pull a multi-GB CUDA build. A venv that already has any torch keeps it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean browser
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -28,7 +28,15 @@ venv: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/dqnlm train --preset cartpole
 
-test: $(VENV)/.installed-dev
+# The page test of `dqnlm dialogue serve` drives the system's Chromium; install it when
+# we can (root and apt), else that one test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    timeout 600 apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "no Chromium: the browser test of dqnlm dialogue serve will be skipped"
+
+test: $(VENV)/.installed-dev browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest

@@ -240,7 +240,9 @@ def test_a_domain_it_has_never_seen(movie):
 
 
 # ------------------------------------------------------------------ held-out sets
-@pytest.mark.parametrize("name", ["movie-test", "restaurant-test", "movie-dev", "restaurant-dev"])
+@pytest.mark.parametrize(
+    "name", [f"{d}-{s}" for d in ("movie", "restaurant") for s in ("dev", "test", "fresh", "final")]
+)
 def test_hand_written_sets_meet_the_goal(name):
     """Slot-value F1 and intent accuracy >= 0.90 on people's text (docs/nlu.md)."""
     rows = read_labelled(SETS / f"{name}.jsonl")
