@@ -183,6 +183,31 @@ def test_short_and_common_words_are_not_values(movie, text):
     assert "moviename" not in act.inform
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("wats playing at the avalon 2nite?", Act("request", {"theater": "the avalon", "date": "today"}, ("moviename",))),
+        ("we're in marlow, what's on this weekend?", Act("request", {"city": "marlow", "date": "saturday"}, ("moviename",))),
+        ("yes, can you book it for 7 30?", Act("request", {"starttime": "7:30 pm"}, ("ticket",))),
+        ("Oh, I really couldn't say.", Act("not_sure")),
+        ("which city's it in?", Act("request", {}, ("city",))),
+    ],
+)  # fmt: skip
+def test_chat_shorthand_and_loose_questions(movie, text, expected):
+    assert movie.parse(text) == expected
+
+
+def test_a_booking_question_is_not_a_booking(restaurant):
+    act = restaurant.parse("what day and time did you book it for?")
+    assert act == Act("request", {}, ("date", "time"))
+    assert restaurant.parse("budget doesn't matter") == inform(pricerange=DONT_CARE)
+    assert restaurant.parse("a table for 4 tonight at 7").inform == {
+        "numberofpeople": "4",
+        "date": "today",
+        "time": "7:00 pm",
+    }
+
+
 def test_a_self_correction_keeps_the_later_value(movie):
     act = movie.parse("june okafor... no wait, wes kimura")
     assert act == inform(actor="wes kimura")

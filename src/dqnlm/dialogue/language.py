@@ -20,7 +20,8 @@ SPELLINGS = {
     "u": "you", "ur": "your", "pls": "please", "plz": "please", "ppl": "people",
     "thru": "through", "nite": "night", "tonite": "tonight", "2nite": "tonight",
     "n": "and", "idc": "i dont care", "dunno": "dont know", "mi": "miles", "hrs": "hours",
-    "abt": "about", "b4": "before", "pics": "pictures", "ok?": "ok",
+    "abt": "about", "b4": "before", "pics": "pictures", "wat": "what", "wats": "whats",
+    "wot": "what", "whts": "whats",
 }  # fmt: skip
 """British spellings and chat shorthand, read as one form (applied to the vocabulary too)."""
 _STRETCHED = re.compile(r"([a-z])\1{2,}")
@@ -118,7 +119,7 @@ COUNT_PATTERNS: list[tuple[str, int | None]] = [
     ),
     (
         rf"\b(?:me and (?:my |a )?(?:{COMPANIONS})|(?:my )?(?:{COMPANIONS}) and (?:i|me)|"
-        r"a couple|the two of us|both of us|two of us|a pair|date night|me \+ 1|me plus one)\b",
+        r"a couple|the two of us|both of us|two of us|a pair|me \+ 1|me plus one)\b",
         2,
     ),
 ]
@@ -144,9 +145,10 @@ TIME_PATTERNS = [
     r"\b(?:at|around|about|by|after|before|from|say|like|near|roughly|approx|approximately|"
     r"the) (?P<h>\d{1,2})(?:ish)?(?![\w-])(?! ?(?:people|persons?|ppl|pax|guests?|adults?|"
     r"tickets?|tix|seats?|of us|stars?|miles?|mins?|minutes|dollars|bucks|\$|%|\.\d|out of|/))",
-    rf"\b(?P<h>{NUMBER}) (?=in the (?:morning|evening|afternoon|night)|at night|tonight|"
+    rf"\b(?P<h>{NUMBER}) (?=in the (?:morning|evening|afternoon|night)|at night|"
     rf"this (?:morning|evening|afternoon))",
     rf"\b(?P<h>{NUMBER})ish\b",
+    r"\b(?:at|for|around|about|by) (?P<h>\d{1,2}) (?P<m>[0-5]\d)\b",  # "book it for 7 30"
 ]
 """Clock times as people write them; group names say how to read them (see clock_minutes)."""
 EVENING = re.compile(r"\b(?:tonight|evening|night|pm|afternoon|dinner|supper|after work|late)\b")
@@ -225,7 +227,7 @@ DAY_PHRASES = {
 }
 """Day words -> the regex of how they are written ("tmrw", "fri", "thurs")."""
 DAY = re.compile(
-    r"\b(?P<next>next |this |coming |this coming |on )?(?P<day>"
+    r"\b(?P<next>next |this |coming |this coming )?(?P<day>"
     + "|".join(f"(?P<{k}>{v})" for k, v in DAY_PHRASES.items())
     + r")\b"
 )
@@ -258,7 +260,7 @@ QUESTION_START = re.compile(
 """A clause that starts like a question or an ask for information."""
 BOOKING = re.compile(
     r"\b(?:book|reserve|reserving|purchase|buy|grab|snag|secure)\b"
-    r"|\b(?:get|make|want|like|need|place|request|do|have|hold)\b[^.?!,;]{0,20}?"
+    r"|\b(?:get|make|need|place|request|do|have|hold)\b[^.?!,;]{0,20}?"
     r"\b(?:reservation|booking|tickets? for (?:me|us)|a table|the table|seats? for (?:me|us))\b"
     r"|\b(?:can|could|may) (?:i|we|you) (?:get|have) (?:me |us )?(?:\w+ )?(?:tickets?|tix|seats?|a table)\b"
     r"|\bget (?:me|us) (?:\w+ )?(?:tickets?|tix|seats?|a table|in)\b"
@@ -291,7 +293,8 @@ ACT_CUES = {
     r"sure|absolutely|affirmative|indeed|that works|sounds good|sounds great|ok|okay|alright|"
     r"fine|k|perfect|great|awesome|cool|excellent|lovely)\b|\b(?:thats right|that is right|thats correct|that is correct|you got it)\b",
     "not_sure": r"\b(?:not sure|unsure|dunno|dont know|do not know|no idea|maybe|perhaps|"
-    r"hmm+|not certain|no clue|i guess|idk|not decided|havent decided|undecided)\b",
+    r"hmm+|not certain|no clue|i guess|idk|not decided|havent decided|undecided|couldnt say|"
+    r"cant say|hard to say|cannot say)\b",
 }
 """The acts people express without a slot, by their cue words."""
 BARE_NO = re.compile(

@@ -201,8 +201,9 @@ class NLU:
                 for cue in language.LABEL_CUES.get(word, ()):
                     names.setdefault(cue, s.name)
         for name, slot in list(names.items()):  # plurals: "cities", "times", "reviews"
-            plural = name[:-1] + "ies" if re.search(r"[^aeiou]y$", name) else name + "s"
-            names.setdefault(plural, slot)
+            names.setdefault(name + "s", slot)  # also "city's" without its apostrophe
+            if re.search(r"[^aeiou]y$", name):
+                names.setdefault(name[:-1] + "ies", slot)
         self._slot_of_name = names
         self._names = re.compile(rf"(?<!\w)(?:{_alternation(names)})(?!\w)")
         self._any_name = re.compile(
@@ -401,6 +402,8 @@ class NLU:
         for form in candidates:
             words = self._form_words[form]
             run, start, end, matched = _longest_run(r.text, tokens, words)
+            if run == len(words) == 1 < len(form.split()) and r.text[start:end] == words[0]:
+                continue  # "budget" alone is not "on a budget"; exact forms were read before
             whole = run == len(words)
             distinctive = any(len(w) >= 5 and w not in self._ordinary for w in matched)
             if (
@@ -483,11 +486,12 @@ class NLU:
             ]
             named = [(p, s, i) for p, s, i in named if s not in valued and s != ticket]
             booking = language.BOOKING.search(spoken[start:end])
+            sentence = re.split(r"[.!?]\s", r.text[:end])[-1].strip()
             if (
                 booking
                 and ticket in self.domain.slot_names
-                and not (question and _WH.match(clause))
-            ):
+                and not (question and (_WH.match(clause) or _WH.match(sentence)))
+            ):  # "what time did you book us for?" asks; it does not book
                 r.requests.setdefault(ticket, start + booking.start())
             if question:
                 asked_here = [
