@@ -4,8 +4,10 @@ The file lists the dialogue acts, the slots (informable: a user constraint the a
 may ask for; requestable: something the user may ask the agent), the slot the user
 finally asks for (``ticket``) and the one the agent informs to propose a booking
 (``taskcomplete``), the slots the rule baseline agent asks for, how the knowledge base
-and user goals are generated, and optional NLG templates. ``load_domain("movie")`` reads
-the bundled movie-ticket domain, ``load_domain("restaurant")`` the table-booking one.
+and user goals are generated, and optional NLG templates. A slot may also list
+``aliases`` (other names people use for it, question phrasings) and ``value_aliases``
+(other spellings of its values), which the user NLU reads. ``load_domain("movie")``
+reads the bundled movie-ticket domain, ``load_domain("restaurant")`` the table-booking one.
 """
 
 from __future__ import annotations
