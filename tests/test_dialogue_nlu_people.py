@@ -14,6 +14,7 @@ from dqnlm.dialogue import NLU, Act, load_domain
 from dqnlm.dialogue.acts import DONT_CARE, UNKNOWN
 from dqnlm.dialogue.nlu_eval import read_labelled, score
 from dqnlm.dialogue.schema import parse_domain
+from dqnlm.errors import ConfigError
 
 SETS = Path(__file__).parent.parent / "docs" / "data" / "nlu"
 
@@ -334,3 +335,22 @@ def test_cli_refuses_bad_labelled_files_in_one_line(capsys, tmp_path, content, n
 def test_cli_needs_text_or_eval(capsys):
     assert main(["dialogue", "nlu"]) == 1
     assert "give utterances to parse" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("value_aliases", {"scifi": ["x"]}, "slots.genre.value_aliases: unknown value 'scifi'"),
+        ("value_aliases", {"comedy": "funny"}, "slots.genre.value_aliases.comedy: must be a list"),
+        ("value_aliases", ["funny"], "slots.genre.value_aliases: must be an object"),
+        ("aliases", ["film", ""], "slots.genre.aliases: must be a list of non-empty strings"),
+    ],
+)
+def test_schema_alias_fields_are_checked(field, value, needle):
+    data = json.loads(
+        (SETS.parent.parent.parent / "src/dqnlm/dialogue/domains/movie.json").read_text()
+    )
+    data["slots"]["genre"][field] = value
+    with pytest.raises(ConfigError) as error:
+        parse_domain(data, "movie.json")
+    assert needle in str(error.value)
