@@ -347,8 +347,11 @@ class NLU:
                 r.set(slot, m.start(), value)
 
     def _named_near(self, rest: str, m: re.Match, form: str) -> bool:
-        """A one- or two-letter value counts only beside a name of its slot ("rated r")."""
-        window = rest[max(0, m.start() - 32) : m.end() + 32]
+        """A one-letter value or a bare number counts only beside a name of its slot
+        ("rated r", "critics gave it at least an 8"), and never as a count or a time."""
+        if _NUMERIC.fullmatch(form) and _COUNTED.match(rest, m.end()):
+            return False  # "7 of us", "8 pm"
+        window = rest[max(0, m.start() - 48) : m.end() + 32]
         owners = {slot for slot, _ in self._form_owner[form]}
         return any(self._slot_of_name[n.group()] in owners for n in self._names.finditer(window))
 
@@ -599,6 +602,10 @@ _NEGATED = re.compile(
     r"\b(?:not|no|never|anything but|except|dont want|do not want|rather not)\s+$"
 )
 _CLAUSE_NOT = re.compile(r"^(?:no,? )?not (?:the |a |an )?$")
+_COUNTED = re.compile(
+    r"\s*(?:people|persons?|ppl|pax|guests?|adults?|kids?|children|tickets?|tix|seats?|of us|"
+    r"am|pm|a\.m|p\.m|oclock|o clock|:\d|year|yr|years|hours?|mins?|minutes)\b"
+)
 _WEAK_NAMES = frozenset({"where", "when"})
 """Question words that name a slot only when the question names no other."""
 _STATEMENT = re.compile(r"(?:i|we|my|our|im|ive|id|were|its|there|this|that|please|pls)\b")
