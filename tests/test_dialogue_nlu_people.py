@@ -198,6 +198,31 @@ def test_chat_shorthand_and_loose_questions(movie, text, expected):
     assert movie.parse(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PG is fine, 2 adults 3 kids", inform(mpaa_rating="pg", numberofpeople="5")),
+        ("Taking my 3 kids and me", inform(numberofpeople="4")),
+        ("needs to be rated G, my youngest is only four", inform(mpaa_rating="g")),
+        ("2 tix hollow oak tmrw 730pm pls", inform(numberofpeople="2", moviename="hollow oak", date="tomorrow", starttime="7:30 pm")),
+        ("saturday? or sunday... ok let's say sunday", inform(date="sunday")),
+        ("what time is the show tomorrow?", Act("request", {"date": "tomorrow"}, ("starttime",))),
+    ],
+)  # fmt: skip
+def test_sums_restatements_and_shorthand(movie, text, expected):
+    assert movie.parse(text) == expected
+
+
+def test_request_only_slots_and_misspelt_names(restaurant):
+    act = restaurant.parse("phone number and address for the wandering fig pls")
+    assert act == Act("request", {"restaurantname": "the wandering fig"}, ("phone", "address"))
+    assert restaurant.parse("lol my phone autocorrected everything") == Act(UNKNOWN)
+    assert restaurant.parse("Whats the adress of juniper and rye").request == ("address",)
+    assert (
+        "area" not in restaurant.parse("what's the parking situation at stonebridge tavern?").inform
+    )
+
+
 def test_a_booking_question_is_not_a_booking(restaurant):
     act = restaurant.parse("what day and time did you book it for?")
     assert act == Act("request", {}, ("date", "time"))
@@ -267,7 +292,12 @@ def test_a_domain_it_has_never_seen(movie):
 
 # ------------------------------------------------------------------ held-out sets
 @pytest.mark.parametrize(
-    "name", [f"{d}-{s}" for d in ("movie", "restaurant") for s in ("dev", "test", "fresh", "final")]
+    "name",
+    [
+        f"{d}-{s}"
+        for d in ("movie", "restaurant")
+        for s in ("dev", "test", "fresh", "final", "extra")
+    ],
 )
 def test_hand_written_sets_meet_the_goal(name):
     """Slot-value F1 and intent accuracy >= 0.90 on people's text (docs/nlu.md)."""

@@ -21,7 +21,9 @@ SPELLINGS = {
     "thru": "through", "nite": "night", "tonite": "tonight", "2nite": "tonight",
     "n": "and", "idc": "i dont care", "dunno": "dont know", "mi": "miles", "hrs": "hours",
     "abt": "about", "b4": "before", "pics": "pictures", "wat": "what", "wats": "whats",
-    "wot": "what", "whts": "whats",
+    "wot": "what", "whts": "whats", "wut": "what", "wht": "what", "hw": "how", "bk": "book",
+    "adress": "address", "resturant": "restaurant", "restaraunt": "restaurant",
+    "restuarant": "restaurant", "theather": "theater", "reservaton": "reservation",
 }  # fmt: skip
 """British spellings and chat shorthand, read as one form (applied to the vocabulary too)."""
 _STRETCHED = re.compile(r"([a-z])\1{2,}")
@@ -92,6 +94,12 @@ COMPANIONS = (
     "plus one|roommate|neighbor|neighbour|grandma|grandpa|aunt|uncle|cousin|boss"
 )
 COUNT_PATTERNS: list[tuple[str, int | None]] = [
+    (rf"\b(?:my |our )?(?P<n>{NUMBER}) \w+ (?:and|plus|\+) (?:me|i|myself)\b", 1),
+    (
+        rf"\b(?P<a>{NUMBER}) (?:adults?|grown ?ups?)(?: and| \+|,)? (?P<n>{NUMBER}) "
+        r"(?:kids?|children|child|teens?|toddlers?)\b",
+        0,
+    ),  # "2 adults 3 kids": a + n
     (
         rf"(?P<n>{NUMBER})\s*(?:people|persons?|ppl|pax|guests?|adults?|tickets?|seats?|diners|"
         r"of us|heads|places|spots|covers|pers|ticks|tix)\b",
@@ -103,7 +111,7 @@ COUNT_PATTERNS: list[tuple[str, int | None]] = [
     ),
     (
         rf"\b(?:we are|were|we will be|well be|there are|there will be|therell be|theres|"
-        rf"itll be|it will be|its|for|make it|change it to|just|only) (?:a group of |a party of |"
+        rf"itll be|it will be|its|for|make it|change it to) (?:a group of |a party of |"
         rf"the )?(?P<n>{NUMBER})\b",
         None,
     ),
@@ -124,7 +132,8 @@ COUNT_PATTERNS: list[tuple[str, int | None]] = [
     ),
 ]
 """(pattern, count): how people say how many they are; ``None`` reads the ``n`` group,
-an int is the count itself (or, for "me and n others", added to n)."""
+an int is the count itself, or is added to the ``n`` (and ``a``) groups ("me and 3
+friends", "2 adults 3 kids"). Sums come first, so their parts are not read alone."""
 
 # ---------------------------------------------------------------------------- times
 _AMPM = r"(?P<ap>a\.?m\.?|p\.?m\.?|a m|p m)"
@@ -148,6 +157,7 @@ TIME_PATTERNS = [
     rf"\b(?P<h>{NUMBER}) (?=in the (?:morning|evening|afternoon|night)|at night|"
     rf"this (?:morning|evening|afternoon))",
     rf"\b(?P<h>{NUMBER})ish\b",
+    rf"\b(?P<h>\d{{1,2}})(?P<m>[0-5]\d)\s*{_AMPM}(?!\w)",  # "730pm"
     r"\b(?:at|for|around|about|by) (?P<h>\d{1,2}) (?P<m>[0-5]\d)\b",  # "book it for 7 30"
 ]
 """Clock times as people write them; group names say how to read them (see clock_minutes)."""
@@ -274,7 +284,8 @@ INDIFFERENT = re.compile(
     r"you choose|you pick|you decide|no matter|open to anything|not important|irrelevant|"
     r"indifferent|surprise me|any works|either is fine|either way|anything (?:is|will|works)|"
     r"dont matter|do not matter|isnt a big deal|not a big deal|no big deal|isnt important|"
-    r"not fussy|not a concern|not an issue|no concern|doesnt bother me|"
+    r"not fussy|not a concern|not an issue|no concern|doesnt bother me|isnt an issue|"
+    r"isnt a problem|not a problem|anywhere|anytime|"
     r"all the same|no strong|not too fussed|not fussed|any (?:is|will do)|im easy|either)\b"
 )
 """Indifference; "any <slot>" outside a question counts too (see the NLU)."""
@@ -304,6 +315,7 @@ BARE_NO = re.compile(
 """A bare "no": a deny, unless the person is leaving ("nah, forget it, bye")."""
 SELF_CORRECTION = re.compile(
     r"\b(?:no wait|wait no|wait|sorry i mean|i mean|or rather|make that|scratch that|actually|"
+    r"lets say|make it|so|ok|okay|"
     r"instead|change (?:it|that) to|not \w+ but|i said|i meant|no,)\b"
 )
 """After these, a slot's later value replaces its earlier one ("june okafor... no wait,

@@ -241,6 +241,7 @@ class NLU:
         ordinary.update(w for name in names for w in name.split())
         self._ordinary = ordinary - set(self._forms_with)
         self._close: dict[str, list[str]] = {}
+        self._name_words = sorted({w for name in names for w in name.split() if len(w) >= 5})
         self._shared_words: dict[str, set[str]] = {}  # slot -> words of 2+ of its values
         for s in informable:
             counts: dict[str, int] = {}
@@ -383,8 +384,9 @@ class NLU:
             return
         for pattern, count in _COUNT_PATTERNS:
             for m in r.take(pattern):
-                n = m.groupdict().get("n")
-                total = (count or 0) + language.number(n) if n else count
+                groups = m.groupdict()
+                parts = [language.number(groups[g]) for g in ("a", "n") if groups.get(g)]
+                total = (count or 0) + sum(parts) if parts else count
                 if total and total > 0:
                     r.set(slots[0], m.start(), str(total))
         m = _BARE_NUMBER.match(r.rest())
@@ -407,6 +409,9 @@ class NLU:
             run, start, end, matched = _longest_run(r.text, tokens, words)
             if run == len(words) == 1 < len(form.split()) and r.text[start:end] == words[0]:
                 continue  # "budget" alone is not "on a budget"; exact forms were read before
+            typed = r.text[start:end]
+            if run == len(words) == 1 and typed != words[0] and _similarity(typed, words[0]) < 0.89:
+                continue  # one misspelt word alone must be close: "situation" is not "station"
             whole = run == len(words)
             distinctive = any(len(w) >= 5 and w not in self._ordinary for w in matched)
             if (
@@ -445,8 +450,12 @@ class NLU:
         if len(token) < 5 or token in self._ordinary or not token.isalpha():
             return set()
         if token not in self._close:
-            self._close[token] = difflib.get_close_matches(
-                token, self._forms_with, n=3, cutoff=FUZZY_CUTOFF
+            # a misspelt slot name ("adress") is not a misspelt value ("dressy")
+            name_like = difflib.get_close_matches(token, self._name_words, n=1, cutoff=0.85)
+            self._close[token] = (
+                []
+                if name_like
+                else difflib.get_close_matches(token, self._forms_with, n=3, cutoff=FUZZY_CUTOFF)
             )
         return set(self._close[token])
 
@@ -513,7 +522,7 @@ class NLU:
                     alternatives = [m for m in r.later if m[1] == slot and start <= m[0] < end]
                     value_end = position + len(r.inform[slot][1])
                     property_asked = self.domain.slot(slot).determined_by and _YES_NO.match(clause)
-                    if r.text[max(0, position - 4) : position] == "how " or (
+                    if _HOW.search(r.text, max(0, position - 5), position) or (
                         " or " in clause
                         and (
                             alternatives
@@ -534,6 +543,14 @@ class NLU:
                             r.requests.setdefault(slot, position)
                 earlier = []
                 continue
+            for position, slot, i in named:  # "phone number and address for X": only askable
+                if (
+                    not self.domain.slot(slot).informable
+                    and not indifferent
+                    and _LEADING.fullmatch(masked[:i])
+                    and masked[i:].split(" ")[0] not in _WEAK_NAMES
+                ):
+                    r.requests.setdefault(slot, position)
             slots = [(p, s) for p, s, _ in named if self.domain.slot(s).informable]
             if indifferent:
                 if not slots and earlier:
@@ -582,6 +599,10 @@ def _longest_run(text: str, tokens, words: list[str]) -> tuple[int, int, int, li
     return best
 
 
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
 def _joined(text: str, end: int, start: int) -> bool:
     """Whether two tokens may belong to one name: only spaces, hyphens and at most two
     stop words between them."""
@@ -606,6 +627,9 @@ _COUNTED = re.compile(
     r"\s*(?:people|persons?|ppl|pax|guests?|adults?|kids?|children|tickets?|tix|seats?|of us|"
     r"am|pm|a\.m|p\.m|oclock|o clock|:\d|year|yr|years|hours?|mins?|minutes)\b"
 )
+_HOW = re.compile(r"(?<!\w)how $")
+_LEADING = re.compile(r"\s*(?:(?:and|also|plus|pls|please|the|their|its|then)\s+)*")
+"""What may come before a request-only slot's name at the start of a clause."""
 _WEAK_NAMES = frozenset({"where", "when"})
 """Question words that name a slot only when the question names no other."""
 _STATEMENT = re.compile(r"(?:i|we|my|our|im|ive|id|were|its|there|this|that|please|pls)\b")
