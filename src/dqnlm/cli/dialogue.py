@@ -112,8 +112,7 @@ def add_dialogue_parser(sub) -> None:
         "'no, 4 people') and the agent answers. /goal and /state show where you stand; "
         "Ctrl-D (end of input) ends the chat.",
     )
-    p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
-    p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
+    _talk_arguments(p)
     p.add_argument(
         "--seed", type=int, default=0, help="picks your goal among the test goals (default 0)"
     )
@@ -138,6 +137,12 @@ def add_dialogue_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="--eval: print one JSON object")
 
 
+def _talk_arguments(p) -> None:
+    """The agent a person talks to (`chat`, `serve`)."""
+    p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
+    p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
+
+
 def add_serve_parser(dialogue) -> None:
     p = dialogue.add_parser(
         "serve",
@@ -146,8 +151,7 @@ def add_serve_parser(dialogue) -> None:
         "DQN run the Q-value of every action at every turn (the chosen one marked, masked "
         "ones greyed). Only this computer may connect unless --host says otherwise.",
     )
-    p.add_argument("agent", metavar="RUN_DIR|rule", help=AGENT_HELP)
-    p.add_argument("--domain", help="for `rule`: movie (default), restaurant or a schema file")
+    _talk_arguments(p)
     p.add_argument(
         "--port", type=int, default=8765, help="TCP port (default 8765; 0: any free one)"
     )

@@ -74,7 +74,7 @@ class Reply:
     changed: list[str] = field(default_factory=list)
     """Values the line replaced ("number of people 3 -> 4")."""
     note: str = ""
-    """A remark about the input itself (cut to length, another language)."""
+    """A remark about the input itself (cut to length)."""
     action: str | None = None
     """The agent's action ("request(starttime)"); None when no turn was taken."""
     q_values: list[dict] | None = None
@@ -94,7 +94,6 @@ class ChatSession:
         self.nlu, self.nlg = NLU(domain), NLG(domain)
         self.tracker = StateTracker(domain, world.kb, max_turns)
         self.started = self.done = False
-        self.transcript: list[tuple[str, str]] = []
         self._variant = 0
 
     def opening_hint(self) -> str:
@@ -121,7 +120,7 @@ class ChatSession:
                 hint = "I only understand English, I am afraid."
             else:
                 hint = "Tell me what you want in your own words."
-            return Reply(f"{REPROMPT} {hint} For example: {self.opening_hint()}", note=note or "")
+            return Reply(f"{REPROMPT} {hint} For example: {self.opening_hint()}", note=note)
         if act.intent == "deny" and act.inform and not (self.started and self.tracker.booking):
             # a correction before any booking was proposed: new values, not a rejected booking
             act = Act("inform", act.inform)
@@ -132,7 +131,6 @@ class ChatSession:
             self.tracker.reset(act)
             self.agent.reset()
             self.started = True
-        self.transcript.append(("user", text))
         changed = [
             f"{value_text(self.domain, s, old)} -> {value_text(self.domain, s, self.tracker.known[s])}"
             for s, old in before.items()
@@ -145,7 +143,6 @@ class ChatSession:
         self._variant += 1
         said = self.nlg.agent(performed, self._variant)
         self.tracker.observe_agent(performed)
-        self.transcript.append(("agent", said))
         reply = Reply(
             said,
             understood=describe(self.domain, act),

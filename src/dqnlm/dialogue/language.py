@@ -225,7 +225,7 @@ def clock_text(minutes: int) -> str:
 # ---------------------------------------------------------------------------- days
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_PHRASES = {
-    "today": r"today|tonight|tonite|2nite|this evening|this afternoon|this morning|later today|"
+    "today": r"today|tonight|this evening|this afternoon|this morning|later today|"
     r"this eve|tdy",
     "tomorrow": r"tomorrow|tmrw|tmr|tmrrw|tomorow|tommorow|tommorrow|tomorro|2morrow|2moro|"
     r"tomoz|tomrw",
@@ -284,7 +284,7 @@ INDIFFERENT = re.compile(
     r"you choose|you pick|you decide|no matter|open to anything|not important|irrelevant|"
     r"indifferent|surprise me|any works|either is fine|either way|anything (?:is|will|works)|"
     r"dont matter|do not matter|isnt a big deal|not a big deal|no big deal|isnt important|"
-    r"not fussy|not a concern|not an issue|no concern|doesnt bother me|isnt an issue|"
+    r"not a concern|not an issue|no concern|doesnt bother me|isnt an issue|"
     r"isnt a problem|not a problem|anywhere|anytime|"
     r"all the same|no strong|not too fussed|not fussed|any (?:is|will do)|im easy|either)\b"
 )
@@ -303,7 +303,7 @@ ACT_CUES = {
     "confirm_answer": r"(?:^|[.!?,;] ?)(?:yes|yeah|yep|yup|ya|yea|yess|correct|right|exactly|"
     r"sure|absolutely|affirmative|indeed|that works|sounds good|sounds great|ok|okay|alright|"
     r"fine|k|perfect|great|awesome|cool|excellent|lovely)\b|\b(?:thats right|that is right|thats correct|that is correct|you got it)\b",
-    "not_sure": r"\b(?:not sure|unsure|dunno|dont know|do not know|no idea|maybe|perhaps|"
+    "not_sure": r"\b(?:not sure|unsure|dont know|do not know|no idea|maybe|perhaps|"
     r"hmm+|not certain|no clue|i guess|idk|not decided|havent decided|undecided|couldnt say|"
     r"cant say|hard to say|cannot say)\b",
 }

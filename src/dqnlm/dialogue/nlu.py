@@ -4,16 +4,17 @@ Passes over the text, each claiming what it reads so later passes see only the r
 
 1. the NLG templates inverted into regular expressions: the simulator's own text parses
    exactly (values with ``{value}``, slot labels with ``{slot}``);
-2. clock times ("7:30pm", "half past seven", "the 9 oclock show") mapped to the nearest
+2. the vocabulary, written a little differently: without an article, with numbers as
+   words, and the schema's ``value_aliases`` ("sci-fi"); one-letter values and bare
+   numbers ("r", "7") only next to a name of their slot (before times: "midnight at
+   marrow lane" is a film);
+3. typos and partial names: words within :data:`FUZZY_CUTOFF` of a vocabulary word, two
+   thirds of a long name ("glass orchestra"), one rare word of a name ("westfield");
+4. clock times ("7:30pm", "half past seven", "the 9 oclock show") mapped to the nearest
    value of the domain's time slot (within :data:`TIME_TOLERANCE`, else the time itself,
    which no record matches);
-3. the vocabulary, written a little differently: without an article, with numbers as
-   words, and the schema's ``value_aliases`` ("sci-fi"); values of one or two letters
-   ("pg", "r") only next to a name of their slot;
-4. days ("tonight", "tmrw", "fri", "this weekend") for slots whose values are days;
-5. how many people ("a party of four", "just me", "me and my wife");
-6. typos and partial names: words within :data:`FUZZY_CUTOFF` of a vocabulary word, and
-   two thirds of a long name ("glass orchestra");
+5. days ("tonight", "tmrw", "fri", "this weekend") for slots whose values are days;
+6. how many people ("a party of four", "just me", "me and my wife", "2 adults 3 kids");
 7. clause by clause: questions naming a slot (its label, key or ``aliases``) request it,
    asking to be booked requests the ticket slot, indifference naming a slot informs
    ``dont care``;
@@ -49,36 +50,11 @@ _MASK = "\x00"  # stands in for claimed text: no pattern reads it as a word
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9\-.$]*[a-z0-9$]|[a-z0-9]")
 _ARTICLE = re.compile(r"^(?:the|a|an) ")
 _NUMERIC = re.compile(rf"\$?\d{{1,2}}(?:\.\d)?|{language.NUMBER}")
-_ENGLISH = frozenset(
-    [
-        "am",
-        "an",
-        "as",
-        "at",
-        "be",
-        "by",
-        "do",
-        "go",
-        "he",
-        "hi",
-        "if",
-        "in",
-        "is",
-        "it",
-        "me",
-        "my",
-        "no",
-        "of",
-        "ok",
-        "on",
-        "or",
-        "so",
-        "to",
-        "up",
-        "us",
-        "we",
-    ]
-)
+_ENGLISH = frozenset([
+    "am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is", "it", "me",
+    "my", "no", "of", "ok", "on", "or", "so", "to", "up", "us", "we",
+])  # fmt: skip
+"""Two-letter words: a two-letter value spelt like one needs its slot's name beside it."""
 _BARE_NUMBER = re.compile(
     rf"^(?:(?:please|just|only|um|uh|ok|okay|hmm|erm|er|so)\W+)*(?P<n>{language.NUMBER})"
     r"(?:\W+(?:please|pls|thanks|thx|thank you))*\W*$"
@@ -182,14 +158,14 @@ class NLU:
         ]
 
         informable = [s for s in domain.slots if s.informable and s.values]
-        self._kind = {s.name: slot_kind(s.values) for s in informable}
+        kind = {s.name: slot_kind(s.values) for s in informable}
         self._clocks = {
             s.name: [(language.parse_clock(v), v) for v in s.values]
             for s in informable
-            if self._kind[s.name] == "time"
+            if kind[s.name] == "time"
         }
-        self._count_slots = [s.name for s in informable if self._kind[s.name] == "count"]
-        self._day_slots = [s.name for s in informable if self._kind[s.name] == "day"]
+        self._count_slots = [s.name for s in informable if kind[s.name] == "count"]
+        self._day_slots = [s.name for s in informable if kind[s.name] == "day"]
 
         # names of slots: labels, keys, aliases -> slots (first owner wins an alias)
         names: dict[str, str] = {}
@@ -213,7 +189,7 @@ class NLU:
         # the vocabulary as people write it: form -> {(slot, value)}
         forms: dict[str, set[tuple[str, str]]] = {}
         for s in informable:
-            if self._kind[s.name] in ("time", "count"):
+            if kind[s.name] in ("time", "count"):
                 continue
             for value in s.values:
                 for form in self._forms(value, s.value_aliases.get(value, ())):
@@ -407,9 +383,9 @@ class NLU:
         for form in candidates:
             words = self._form_words[form]
             run, start, end, matched = _longest_run(r.text, tokens, words)
-            if run == len(words) == 1 < len(form.split()) and r.text[start:end] == words[0]:
-                continue  # "budget" alone is not "on a budget"; exact forms were read before
             typed = r.text[start:end]
+            if run == len(words) == 1 < len(form.split()) and typed == words[0]:
+                continue  # "budget" alone is not "on a budget"; exact forms were read before
             if run == len(words) == 1 and typed != words[0] and _similarity(typed, words[0]) < 0.89:
                 continue  # one misspelt word alone must be close: "situation" is not "station"
             whole = run == len(words)
@@ -417,11 +393,7 @@ class NLU:
             if (
                 whole
                 or (run >= 2 and run * 3 >= len(words) * 2 and distinctive)
-                or (
-                    run == 1
-                    and r.text[start:end] == matched[0]
-                    and self._names_value(matched[0], words)
-                )
+                or (run == 1 and typed == matched[0] and self._names_value(typed, words))
             ):
                 found.append((-run / len(words), -run, start, end, form))
         for _, _, start, end, form in sorted(found):
@@ -498,11 +470,10 @@ class NLU:
             ]
             named = [(p, s, i) for p, s, i in named if s not in valued and s != ticket]
             booking = language.BOOKING.search(spoken[start:end])
-            sentence = re.split(r"[.!?]\s", r.text[:end])[-1].strip()
             if (
                 booking
                 and ticket in self.domain.slot_names
-                and not (question and (_WH.match(clause) or _WH.match(sentence)))
+                and not (question and (_WH.match(clause) or _WH.match(_sentence(r.text, end))))
             ):  # "what time did you book us for?" asks; it does not book
                 r.requests.setdefault(ticket, start + booking.start())
             if question:
@@ -521,14 +492,9 @@ class NLU:
                     position = r.inform[slot][0]
                     alternatives = [m for m in r.later if m[1] == slot and start <= m[0] < end]
                     value_end = position + len(r.inform[slot][1])
-                    property_asked = self.domain.slot(slot).determined_by and _YES_NO.match(clause)
                     if _HOW.search(r.text, max(0, position - 5), position) or (
                         " or " in clause
-                        and (
-                            alternatives
-                            or property_asked
-                            or " or " in r.text[max(0, position - 4) : value_end + 4]
-                        )
+                        and (alternatives or " or " in r.text[max(0, position - 4) : value_end + 4])
                     ):  # "how pricey?", "3d or regular?", "inside or out?": asks about it
                         del r.inform[slot]
                         r.later = [m for m in r.later if m not in alternatives]
@@ -580,8 +546,8 @@ class NLU:
 
 
 def _longest_run(text: str, tokens, words: list[str]) -> tuple[int, int, int, list[str]]:
-    """(length, start, end, words matched) of the longest run of consecutive typed tokens that read as
-    consecutive words of a name; tokens may be apart by a space, a hyphen or up to two
+    """(length, start, end, words matched) of the longest run of consecutive typed tokens
+    that read as consecutive words of a name; tokens may be apart by a space, a hyphen or up to two
     short words ("glass orchestra mars" reads "the glass orchestra of mars")."""
     best = (0, 0, 0, [])
     for i in range(len(tokens)):
@@ -597,6 +563,11 @@ def _longest_run(text: str, tokens, words: list[str]) -> tuple[int, int, int, li
             if run > best[0]:
                 best = (run, tokens[i][0], tokens[j - 1][1], words[k : k + run])
     return best
+
+
+def _sentence(text: str, end: int) -> str:
+    """The sentence that ends at ``end``."""
+    return re.split(r"[.!?]\s", text[:end])[-1].strip()
 
 
 def _similarity(a: str, b: str) -> float:
