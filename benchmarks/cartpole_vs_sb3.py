@@ -34,22 +34,18 @@ The summary gives medians, solved counts, and the median of per-seed ratios ours
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import datetime
 import json
 import math
-import os
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from sidebyside import child_env, cpu_model, versions
+from sidebyside import child_env, provenance, runs_folder, warm_up
 
 RUNNER = Path(__file__).resolve().with_name("sb3_cartpole_runner.py")
 DEFAULT_SEEDS = list(range(7))
@@ -249,13 +245,6 @@ def run_side(side: str, seed: int, base: Path, args, stop_at: float) -> dict:
     return result
 
 
-def warm_up() -> None:
-    """Imports everything once, untimed, so the first timed process does not pay for a cold
-    file cache."""
-    code = "import torch, gymnasium, stable_baselines3, dqnlm.control, dqnlm.cli"
-    subprocess.run([sys.executable, "-c", code], env=child_env(), check=False)
-
-
 # ------------------------------------------------------------------------- report
 def fmt_s(value: float | None) -> str:
     if value is None or math.isinf(value):
@@ -430,29 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         "sb3-stop": f"SB3 stop@{stop_at:g}",
     }
 
-    if args.keep:
-        base = args.keep
-        base.mkdir(parents=True, exist_ok=True)
-        taken = [
-            base / f"{side}-s{seed}"
-            for seed in args.seeds
-            for side in sides
-            if (base / f"{side}-s{seed}").exists()
-        ]
-        if taken:
-            parser.error(f"--keep {base} already holds {taken[0]}; choose another directory")
-    else:
-        base = Path(tempfile.mkdtemp(prefix="cartpole_vs_sb3-"))
+    base = runs_folder(parser, args.keep, args.seeds, sides, "cartpole_vs_sb3-")
 
-    exe = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        exe = exe.relative_to(Path.cwd())
     meta = {
-        "command": shlex.join([str(exe), *sys.argv]),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions(("dqnlm", "torch", "stable-baselines3", "gymnasium", "numpy")),
+        **provenance(("dqnlm", "torch", "stable-baselines3", "gymnasium", "numpy")),
         "seeds": args.seeds,
         "sides": sides,
         "ours_args": args.ours_args,
@@ -467,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     total, done = len(args.seeds) * len(sides), 0
     try:
         print("warming the file cache (one untimed import run) ...", file=sys.stderr, flush=True)
-        warm_up()
+        warm_up("torch, gymnasium, stable_baselines3, dqnlm.control, dqnlm.cli")
         for k, seed in enumerate(args.seeds):
             shift = k % len(sides)
             order = sides[shift:] + sides[:shift]

@@ -44,22 +44,18 @@ keeps the ratio fair under a steady load.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import datetime
 import json
-import os
 import resource
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from sidebyside import child_env, cpu_model, versions
+from sidebyside import child_env, provenance, runs_folder, warm_up
 
 RUNNER = Path(__file__).resolve().with_name("sb3_minatar_runner.py")
 DEFAULT_SEEDS = [100, 101, 102]
@@ -306,16 +302,6 @@ def run_together(base: Path, args) -> dict:
     return {"command": shlex.join(cmd), "wall_s": wall, "finals": finals}
 
 
-def warm_up() -> None:
-    """Imports everything once, untimed, so the first timed process does not pay for a cold
-    file cache."""
-    code = (
-        "import torch, gymnasium, minatar, stable_baselines3, dqnlm.control, dqnlm.cli, "
-        "dqnlm.control.envs"
-    )
-    subprocess.run([sys.executable, "-c", code], env=child_env(), check=False)
-
-
 # ------------------------------------------------------------------------- report
 def fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
@@ -491,31 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(RUNNER.parent))
     from sb3_minatar_runner import sb3_hyperparameters
 
-    if args.keep:
-        base = args.keep
-        base.mkdir(parents=True, exist_ok=True)
-        taken = [
-            base / f"{side}-s{seed}"
-            for seed in args.seeds
-            for side in SIDES
-            if (base / f"{side}-s{seed}").exists()
-        ]
-        if taken:
-            parser.error(f"--keep {base} already holds {taken[0]}; choose another directory")
-    else:
-        base = Path(tempfile.mkdtemp(prefix="minatar_vs_sb3-"))
+    base = runs_folder(parser, args.keep, args.seeds, SIDES, "minatar_vs_sb3-")
 
-    exe = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        exe = exe.relative_to(Path.cwd())
     meta = {
-        "command": shlex.join([str(exe), *sys.argv]),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions(
-            ("dqnlm", "torch", "stable-baselines3", "gymnasium", "minatar", "numpy")
-        ),
+        **provenance(("dqnlm", "torch", "stable-baselines3", "gymnasium", "minatar", "numpy")),
         "preset": args.preset,
         "env_id": cfg.env_id,
         "seeds": args.seeds,
@@ -532,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     total, done = len(args.seeds) * len(SIDES), 0
     try:
         print("warming the file cache (one untimed import run) ...", file=sys.stderr, flush=True)
-        warm_up()
+        warm_up(
+            "torch, gymnasium, minatar, stable_baselines3, dqnlm.control, dqnlm.cli, "
+            "dqnlm.control.envs"
+        )
         for k, seed in enumerate(args.seeds):
             shift = k % len(SIDES)
             order = list(SIDES[shift:] + SIDES[:shift])

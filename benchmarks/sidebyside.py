@@ -1,12 +1,19 @@
-"""What the side-by-side benchmarks share: the machine and versions they record, and the
-environment of each timed process (one thread)."""
+"""What the side-by-side benchmarks share: the machine and versions they record, the
+environment of each timed process (one thread), an untimed warm-up, and the folder the
+runs go to."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime
 import importlib.metadata
 import os
 import platform
+import shlex
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -54,3 +61,41 @@ def versions(distributions: tuple[str, ...]) -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         pass
     return out
+
+
+def provenance(distributions: tuple[str, ...]) -> dict:
+    """The command as typed, the date, the machine and the versions a report starts with."""
+    exe = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        exe = exe.relative_to(Path.cwd())
+    return {
+        "command": shlex.join([str(exe), *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions(distributions),
+    }
+
+
+def warm_up(modules: str) -> None:
+    """Imports ``modules`` once, untimed, so the first timed process does not pay for a
+    cold file cache."""
+    subprocess.run([sys.executable, "-c", f"import {modules}"], env=child_env(), check=False)
+
+
+def runs_folder(
+    parser: argparse.ArgumentParser, keep: Path | None, seeds, sides, prefix: str
+) -> Path:
+    """``keep`` (refused if it already holds one of these runs), else a new temporary folder."""
+    if keep is None:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    keep.mkdir(parents=True, exist_ok=True)
+    taken = [
+        keep / f"{side}-s{seed}"
+        for seed in seeds
+        for side in sides
+        if (keep / f"{side}-s{seed}").exists()
+    ]
+    if taken:
+        parser.error(f"--keep {keep} already holds {taken[0]}; choose another directory")
+    return keep
