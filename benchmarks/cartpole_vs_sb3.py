@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from sidebyside import child_env, provenance, runs_folder, warm_up
+from sidebyside import child_env, provenance, publish, runs_folder, warm_up
 
 RUNNER = Path(__file__).resolve().with_name("sb3_cartpole_runner.py")
 DEFAULT_SEEDS = list(range(7))
@@ -469,22 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(results, sides)
     report = markdown(results, summary, sides, labels, args.target)
-    print(report, end="")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(header(meta, labels) + report)
-        print(f"report written to {args.out}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"meta": meta, "results": results, "summary": summary}
-        args.json.write_text(json.dumps(payload, indent=1) + "\n")
-        print(f"raw results written to {args.json}", file=sys.stderr)
-    failed = sum("error" in run for r in results for run in r["runs"].values())
-    if failed:
-        print(
-            f"{failed} run(s) failed; see the table and, with --keep, their logs", file=sys.stderr
-        )
-    return 1 if failed else 0
+    return publish(args.out, args.json, header(meta, labels), report, meta, results, summary)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What the side-by-side benchmarks share: the machine and versions they record, the
-environment of each timed process (one thread), an untimed warm-up, and the folder the
-runs go to."""
+environment of each timed process (one thread), an untimed warm-up, the folder the runs
+go to, and how a report is published."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
@@ -99,3 +100,26 @@ def runs_folder(
     if taken:
         parser.error(f"--keep {keep} already holds {taken[0]}; choose another directory")
     return keep
+
+
+def publish(
+    out: Path | None, raw: Path | None, head: str, report: str, meta: dict, results, summary
+) -> int:
+    """Print the report, write it with its header to ``out`` and the raw results to ``raw``;
+    the exit status: 1 when any run failed."""
+    print(report, end="")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(head + report)
+        print(f"report written to {out}", file=sys.stderr)
+    if raw:
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"meta": meta, "results": results, "summary": summary}
+        raw.write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"raw results written to {raw}", file=sys.stderr)
+    failed = sum("error" in run for r in results for run in r["runs"].values())
+    if failed:
+        print(
+            f"{failed} run(s) failed; see the table and, with --keep, their logs", file=sys.stderr
+        )
+    return 1 if failed else 0
