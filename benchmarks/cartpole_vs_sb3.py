@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from sidebyside import child_env, provenance, publish, runs_folder, warm_up
+from sidebyside import add_output_arguments, child_env, provenance, publish, runs_folder, warm_up
 
 RUNNER = Path(__file__).resolve().with_name("sb3_cartpole_runner.py")
 DEFAULT_SEEDS = list(range(7))
@@ -106,15 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=475.0,
         help="return that counts as solved and whose first crossing is timed (default: 475)",
     )
-    p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the report here")
-    p.add_argument("--json", type=Path, metavar="FILE", help="dump the raw per-seed results here")
-    p.add_argument(
-        "--keep",
-        type=Path,
-        metavar="DIR",
-        help="put run directories and process logs in DIR and keep them "
-        "(default: a temporary directory, deleted at the end)",
-    )
+    add_output_arguments(p)
     return p
 
 

@@ -55,7 +55,7 @@ import sys
 import time
 from pathlib import Path
 
-from sidebyside import child_env, provenance, publish, runs_folder, warm_up
+from sidebyside import add_output_arguments, child_env, provenance, publish, runs_folder, warm_up
 
 RUNNER = Path(__file__).resolve().with_name("sb3_minatar_runner.py")
 DEFAULT_SEEDS = [100, 101, 102]
@@ -123,15 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train ours on all seeds in one process (`dqnlm train --seeds`) and compare "
         "that process's wall-clock with the sum of SB3's per-seed processes",
     )
-    p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the report here")
-    p.add_argument("--json", type=Path, metavar="FILE", help="dump the raw per-seed results here")
-    p.add_argument(
-        "--keep",
-        type=Path,
-        metavar="DIR",
-        help="put run directories and process logs in DIR and keep them "
-        "(default: a temporary directory, deleted at the end)",
-    )
+    add_output_arguments(p)
     return p
 
 

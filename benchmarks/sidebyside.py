@@ -84,6 +84,19 @@ def warm_up(modules: str) -> None:
     subprocess.run([sys.executable, "-c", f"import {modules}"], env=child_env(), check=False)
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--out, --json and --keep: where a report, its raw results and the runs go."""
+    p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the report here")
+    p.add_argument("--json", type=Path, metavar="FILE", help="dump the raw per-seed results here")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="put run directories and process logs in DIR and keep them "
+        "(default: a temporary directory, deleted at the end)",
+    )
+
+
 def runs_folder(
     parser: argparse.ArgumentParser, keep: Path | None, seeds, sides, prefix: str
 ) -> Path:
